@@ -1,0 +1,17 @@
+"""Cola-DLM, the continuous latent diffusion language model, as a diffusers plugin."""
+
+from .models.attention_cola import ColaKVCache, block_causal_mask
+from .models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from .models.transformers.transformer_cola import ColaTransformer1DModel
+from .schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoencoderKLColaText",
+    "ColaKVCache",
+    "ColaTransformer1DModel",
+    "FlowMatchBlockCausalScheduler",
+    "block_causal_mask",
+]

@@ -1,0 +1,210 @@
+"""Reads the official Cola-DLM release layout (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`, `tokenizer.json`)."""
+
+import json
+import os
+import re
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ..models.transformers.transformer_cola import ColaTransformer1DModel
+
+
+OFFICIAL_DIT_FOLDER = os.path.join("cola_dlm", "cola_dit")
+OFFICIAL_VAE_FOLDER = os.path.join("cola_dlm", "cola_vae")
+OFFICIAL_TOKENIZER_FILE = "tokenizer.json"
+OFFICIAL_FILES = (
+    os.path.join(OFFICIAL_DIT_FOLDER, "config.json"),
+    os.path.join(OFFICIAL_VAE_FOLDER, "config.json"),
+    OFFICIAL_TOKENIZER_FILE,
+)
+
+# (official key pattern, our key template); patterns are matched in full.
+_DIT_KEY_MAP = [
+    (r"emb_in\.proj_in\.(weight|bias)", r"timestep_embedder.linear_1.\1"),
+    (r"emb_in\.proj_hid\.(weight|bias)", r"timestep_embedder.linear_2.\1"),
+    (r"emb_in\.proj_out\.(weight|bias)", r"timestep_embedder.linear_3.\1"),
+    (r"txt_in\.proj\.(weight|bias)", r"proj_in.\1"),
+    (r"blocks\.(\d+)\.ada\.msa_in\.1\.(weight|bias)", r"transformer_blocks.\1.norm1_modulation.\2"),
+    (r"blocks\.(\d+)\.ada\.msa_out\.1\.(weight|bias)", r"transformer_blocks.\1.attn_gate.\2"),
+    (r"blocks\.(\d+)\.ada\.mlp_in\.1\.(weight|bias)", r"transformer_blocks.\1.norm2_modulation.\2"),
+    (r"blocks\.(\d+)\.ada\.mlp_out\.1\.(weight|bias)", r"transformer_blocks.\1.ff_gate.\2"),
+    (r"blocks\.(\d+)\.msa\.proj_qkv\.(weight|bias)", r"transformer_blocks.\1.attn.to_qkv.\2"),
+    (r"blocks\.(\d+)\.msa\.norm_q\.(weight|bias)", r"transformer_blocks.\1.attn.norm_q.\2"),
+    (r"blocks\.(\d+)\.msa\.norm_k\.(weight|bias)", r"transformer_blocks.\1.attn.norm_k.\2"),
+    (r"blocks\.(\d+)\.msa\.proj_out\.(weight|bias)", r"transformer_blocks.\1.attn.to_out.\2"),
+    (r"blocks\.(\d+)\.mlp\.proj_in\.(weight|bias)", r"transformer_blocks.\1.ff.proj_in.\2"),
+    (r"blocks\.(\d+)\.mlp\.proj_out\.(weight|bias)", r"transformer_blocks.\1.ff.proj_out.\2"),
+    (r"txt_out_norm\.(weight|bias)", r"norm_out.\1"),
+    (r"txt_out_ada\.out_in\.1\.(weight|bias)", r"norm_out_modulation.\1"),
+    (r"txt_out\.proj\.(weight|bias)", r"proj_out.\1"),
+]
+_DIT_ROPE_KEY = re.compile(r"blocks\.\d+\.msa\.rope\.rope\.freqs")
+
+_VAE_BLOCK_KEY_MAP = [
+    (r"qkv_proj", "attn.to_qkv"),
+    (r"q_norm", "attn.norm_q"),
+    (r"k_norm", "attn.norm_k"),
+    (r"attn_out_proj", "attn.to_out"),
+    (r"norm_attn", "norm_attn"),
+    (r"ffn_proj", "ff.proj_in"),
+    (r"ffn_out", "ff.proj_out"),
+    (r"norm_ffn", "norm_ff"),
+]
+_VAE_KEY_MAP = [
+    (r"encoder\.wte\.weight", r"encoder.embed_tokens.weight"),
+    (r"encoder\.patch_embedder\.(weight|bias)", r"encoder.patch_embed.\1"),
+    (r"encoder\.final_layer\.(weight|bias)", r"encoder.proj_out.\1"),
+    (r"decoder\.in_layer\.(weight|bias)", r"decoder.proj_in.\1"),
+    (r"decoder\.unpatch_layer\.(weight|bias)", r"decoder.unpatchify.\1"),
+    (r"decoder\.final_norm\.(weight|bias)", r"decoder.norm_out.\1"),
+    (r"decoder\.final_layer\.(weight|bias)", r"decoder.lm_head.\1"),
+] + [
+    (rf"(encoder|decoder)\.blocks\.(\d+)\.{official}\.(weight|bias)", rf"\1.transformer.blocks.\2.{ours}.\3")
+    for official, ours in _VAE_BLOCK_KEY_MAP
+]
+
+
+def is_official_layout(folder: str) -> bool:
+    """Whether `folder` holds the official release layout (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`)."""
+    return os.path.isdir(os.path.join(folder, "cola_dlm"))
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"The checkpoint is missing `{path}`.")
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`{path}` is not valid JSON: {error}.") from error
+
+
+def _read_state_dict(folder: str) -> dict[str, torch.Tensor]:
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"The checkpoint is missing `{path}`.")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"`{path}` is not a readable safetensors file: {error}.") from error
+
+
+def _rename(state_dict: dict[str, torch.Tensor], key_map: list[tuple[str, str]], source: str) -> dict:
+    renamed = {}
+    for key, tensor in state_dict.items():
+        for pattern, template in key_map:
+            match = re.fullmatch(pattern, key)
+            if match:
+                renamed[match.expand(template)] = tensor
+                break
+        else:
+            raise ValueError(f"Unexpected weight `{key}` in {source}.")
+    return renamed
+
+
+def transformer_config_from_official(config: dict) -> dict:
+    """Maps an official `cola_dit` config to [`ColaTransformer1DModel`] arguments."""
+    if config.get("model_type") != "cola_dit":
+        raise ValueError(f"Expected an official DiT config with `model_type: cola_dit`, got {config.get('model_type')!r}.")
+    if config["emb_dim"] != config["txt_dim"]:
+        raise ValueError(f"AdaLN needs `emb_dim == txt_dim`, got emb_dim={config['emb_dim']}, txt_dim={config['txt_dim']}.")
+    if config.get("patch_size", 1) != 1:
+        raise ValueError(f"Only DiT `patch_size` 1 is supported, got {config['patch_size']}.")
+    return {
+        "in_channels": config["txt_in_channels"],
+        "out_channels": config["txt_out_channels"],
+        "num_layers": config["num_layers"],
+        "num_attention_heads": config["heads"],
+        "attention_head_dim": config["head_dim"],
+        "hidden_size": config["txt_dim"],
+        "rope_dim": config["rope_dim"],
+        "mlp_ratio": config["expand_ratio"],
+        "qkv_bias": config.get("qk_bias", False),
+        "norm_eps": config.get("norm_eps", 1e-5),
+        "block_size": config["block_size"],
+    }
+
+
+def vae_config_from_official(config: dict) -> dict:
+    """Maps an official `cola_text_vae` config to [`AutoencoderKLColaText`] arguments."""
+    if config.get("model_type") != "cola_text_vae":
+        raise ValueError(
+            f"Expected an official VAE config with `model_type: cola_text_vae`, got {config.get('model_type')!r}."
+        )
+    unsupported = {
+        "act": ("swiglu",),
+        "layer_norm_type": ("layer_norm",),
+        "shared_heads_kv": (1,),
+        "clip_qkv": (None,),
+        "use_emb": (True,),
+        "use_variation": (True,),
+        "causal": (False,),
+        "block_causal": (True,),
+    }
+    for key, accepted in unsupported.items():
+        if key in config and config[key] not in accepted:
+            raise ValueError(f"VAE config `{key}={config[key]!r}` is not supported; accepted: {list(accepted)}.")
+    return {
+        "vocab_size": config["vocab_size"],
+        "latent_dim": config["latent_dim"],
+        "hidden_size": config["dim"],
+        "num_attention_heads": config["num_heads"],
+        "ffn_dim": config["ffn_dim"],
+        "encoder_num_blocks": config["encoder_num_blocks"],
+        "decoder_num_blocks": config["decoder_num_blocks"],
+        "patch_size": config["patch_size"],
+        "block_size": config["block_size"],
+        "bias": config.get("bias", True),
+        "qkv_bias": config.get("qk_bias", False),
+        "qk_norm": config.get("qk_norm", True),
+        "qk_norm_affine": config.get("qk_norm_affine", True),
+        "norm_affine": config.get("layer_norm_affine", True),
+        "post_norm": config.get("post_norm", True),
+        "norm_eps": config.get("layer_norm_eps", 1e-6),
+        "rope_theta": config.get("rope_theta", 500000.0),
+        "normalize_mean": config.get("encoder_last_ln", True),
+        "scaling_factor": config["scaling_factor"],
+        "shifting_factor": config["shifting_factor"],
+    }
+
+
+def load_official_transformer(folder: str, dtype: torch.dtype | None = None) -> ColaTransformer1DModel:
+    """Builds a [`ColaTransformer1DModel`] from an official `cola_dlm/cola_dit` folder."""
+    config = transformer_config_from_official(_read_json(os.path.join(folder, "config.json")))
+    state_dict = _read_state_dict(folder)
+    model = ColaTransformer1DModel(**config)
+    # Every official block stores the same RoPE frequencies; the model keeps one copy.
+    rope_frequencies = [state_dict.pop(key) for key in list(state_dict) if _DIT_ROPE_KEY.fullmatch(key)]
+    if any(not torch.equal(freqs, rope_frequencies[0]) for freqs in rope_frequencies):
+        raise ValueError(f"The DiT blocks in {folder} store different RoPE frequencies; expected one shared table.")
+    state_dict = _rename(state_dict, _DIT_KEY_MAP, folder)
+    if rope_frequencies:
+        state_dict["rotary_embedder.inv_freq"] = rope_frequencies[0].float()
+    _load_into(model, state_dict, folder)
+    return model.to(dtype) if dtype is not None else model
+
+
+def load_official_vae(folder: str, dtype: torch.dtype | None = None) -> AutoencoderKLColaText:
+    """Builds an [`AutoencoderKLColaText`] from an official `cola_dlm/cola_vae` folder."""
+    config = vae_config_from_official(_read_json(os.path.join(folder, "config.json")))
+    model = AutoencoderKLColaText(**config)
+    _load_into(model, _rename(_read_state_dict(folder), _VAE_KEY_MAP, folder), folder)
+    return model.to(dtype) if dtype is not None else model
+
+
+def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str):
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    if missing:
+        raise ValueError(f"{source} lacks weights {missing[:5]}{' ...' if len(missing) > 5 else ''}.")
+    for key, tensor in state_dict.items():
+        if tensor.shape != expected[key].shape:
+            raise ValueError(
+                f"Weight `{key}` in {source} has shape {tuple(tensor.shape)}, the config implies "
+                f"{tuple(expected[key].shape)}."
+            )
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()

@@ -1,0 +1,433 @@
+"""The Text VAE of Cola-DLM: block-causal transformer encoder and decoder between tokens and latents."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..attention_cola import ColaAttnProcessor, ColaKVCache, block_causal_mask
+
+
+LOGVAR_RANGE = (-30.0, 20.0)
+
+
+class ColaTextLatentDistribution:
+    """
+    Diagonal Gaussian posterior `q(z | x)` over text latents of shape `(batch_size, num_latents, latent_dim)`.
+
+    Args:
+        mean (`torch.Tensor`): Posterior mean.
+        logvar (`torch.Tensor`): Posterior log-variance, clamped to `[-30, 20]`.
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean = mean
+        self.logvar = logvar.clamp(*LOGVAR_RANGE)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Draws `mean + std · ε`."""
+        noise = randn_tensor(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        """The posterior mean, used for prompts at inference."""
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """`KL(q || N(0, I))` summed over the latent channels, shape `(batch_size, num_latents)`."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=-1)
+
+
+@dataclass
+class ColaTextEncoderOutput(BaseOutput):
+    """
+    Args:
+        latent_dist ([`ColaTextLatentDistribution`]): Posterior over the latents, one per `patch_size` tokens.
+    """
+
+    latent_dist: ColaTextLatentDistribution
+
+
+@dataclass
+class ColaTextDecoderOutput(BaseOutput):
+    """
+    Args:
+        logits (`torch.Tensor` of shape `(batch_size, num_latents * patch_size, vocab_size)`): Token logits.
+    """
+
+    logits: torch.Tensor
+
+
+def apply_half_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE that rotates the two halves of every head against each other, computed in fp32."""
+    x_first, x_second = x.float().chunk(2, dim=-1)
+    rotated_half = torch.cat([-x_second, x_first], dim=-1)
+    return (x.float() * cos + rotated_half * sin).to(x.dtype)
+
+
+class ColaTextRotaryEmbedding(nn.Module):
+    """RoPE tables `(cos, sin)` of the half-rotation layout over the whole head."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`position_ids (B, S)` → `cos, sin` of shape `(B, S, 1, head_dim)`, fp32."""
+        angles = position_ids.float()[..., None] * self.inv_freq
+        angles = torch.cat([angles, angles], dim=-1).unsqueeze(-2)
+        return angles.cos(), angles.sin()
+
+
+class ColaTextAttention(nn.Module, AttentionModuleMixin):
+    """Multi-head self-attention with LayerNorm over the full query/key width and half-rotation RoPE."""
+
+    _default_processor_cls = ColaAttnProcessor
+    _available_processors = [ColaAttnProcessor]
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool,
+        out_bias: bool,
+        qk_norm: bool,
+        qk_norm_affine: bool,
+        eps: float,
+    ):
+        super().__init__()
+        self.heads = num_heads
+        self.head_dim = dim // num_heads
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.norm_q = nn.LayerNorm(dim, eps=eps, elementwise_affine=qk_norm_affine) if qk_norm else nn.Identity()
+        self.norm_k = nn.LayerNorm(dim, eps=eps, elementwise_affine=qk_norm_affine) if qk_norm else nn.Identity()
+        self.to_out = nn.Linear(dim, dim, bias=out_bias)
+        self.set_processor(ColaAttnProcessor())
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: ColaKVCache | None = None,
+        layer_idx: int = 0,
+        cache_offset: int = 0,
+    ) -> torch.Tensor:
+        query, key, value = self.to_qkv(hidden_states).chunk(3, dim=-1)
+        query = self.norm_q(query).unflatten(-1, (self.heads, self.head_dim))
+        key = self.norm_k(key).unflatten(-1, (self.heads, self.head_dim))
+        value = value.unflatten(-1, (self.heads, self.head_dim))
+        query = apply_half_rotary_emb(query, *rotary_emb)
+        key = apply_half_rotary_emb(key, *rotary_emb)
+        hidden_states = self.processor(query, key, value, attention_mask, kv_cache, layer_idx, cache_offset)
+        return self.to_out(hidden_states.flatten(2, 3))
+
+
+class ColaSwiGLU(nn.Module):
+    """SwiGLU feed-forward: `proj_out(silu(gate) · x)` with `x, gate = proj_in(h).chunk(2)`."""
+
+    def __init__(self, dim: int, ffn_dim: int, bias: bool):
+        super().__init__()
+        self.proj_in = nn.Linear(dim, ffn_dim, bias=bias)
+        self.proj_out = nn.Linear(ffn_dim // 2, dim, bias=bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states, gate = self.proj_in(hidden_states).chunk(2, dim=-1)
+        return self.proj_out(F.silu(gate) * hidden_states)
+
+
+class ColaTextBlock(nn.Module):
+    """
+    Transformer block of the Text VAE.
+
+    Post-norm (the released configuration): `x = norm_attn(x) + attn(x)`, then `x = x + norm_ff(ff(x))`.
+    Pre-norm: `x = x + attn(norm_attn(x))`, then `x = x + ff(norm_ff(x))`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        bias: bool,
+        qkv_bias: bool,
+        qk_norm: bool,
+        qk_norm_affine: bool,
+        norm_affine: bool,
+        post_norm: bool,
+        eps: float,
+    ):
+        super().__init__()
+        self.post_norm = post_norm
+        self.norm_attn = nn.LayerNorm(dim, eps=eps, elementwise_affine=norm_affine)
+        self.attn = ColaTextAttention(dim, num_heads, qkv_bias, bias, qk_norm, qk_norm_affine, eps)
+        self.norm_ff = nn.LayerNorm(dim, eps=eps)
+        self.ff = ColaSwiGLU(dim, ffn_dim, bias)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: ColaKVCache | None = None,
+        layer_idx: int = 0,
+        cache_offset: int = 0,
+    ) -> torch.Tensor:
+        attention_args = (rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+        if self.post_norm:
+            hidden_states = self.norm_attn(hidden_states) + self.attn(hidden_states, *attention_args)
+            return hidden_states + self.norm_ff(self.ff(hidden_states))
+        hidden_states = hidden_states + self.attn(self.norm_attn(hidden_states), *attention_args)
+        return hidden_states + self.ff(self.norm_ff(hidden_states))
+
+
+class ColaTextTransformer(nn.Module):
+    """The stack of [`ColaTextBlock`]s shared by encoder and decoder, with its RoPE table."""
+
+    def __init__(self, num_blocks: int, block_size: int, rope_theta: float, **block_kwargs):
+        super().__init__()
+        self.block_size = block_size
+        self.rotary_embedder = ColaTextRotaryEmbedding(block_kwargs["dim"] // block_kwargs["num_heads"], rope_theta)
+        self.blocks = nn.ModuleList([ColaTextBlock(**block_kwargs) for _ in range(num_blocks)])
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        kv_cache: ColaKVCache | None = None,
+        cache_offset: int = 0,
+        checkpoint_func=None,
+    ) -> torch.Tensor:
+        rotary_emb = self.rotary_embedder(position_ids)
+        for layer_idx, block in enumerate(self.blocks):
+            args = (hidden_states, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+            hidden_states = checkpoint_func(block, *args) if checkpoint_func is not None else block(*args)
+        return hidden_states
+
+
+class AutoencoderKLColaText(ModelMixin, ConfigMixin):
+    """
+    The Text VAE of Cola-DLM. The encoder maps tokens to a Gaussian posterior with one latent per `patch_size`
+    tokens; the decoder maps latents to token logits. Both attend bidirectionally inside a block of `block_size`
+    latents and causally across blocks.
+
+    Latents enter the DiT as `(z - shifting_factor) * scaling_factor`.
+
+    Args:
+        vocab_size (`int`, defaults to 100278): Tokenizer entries; the embedding has one extra row.
+        latent_dim (`int`, defaults to 16): Channels of a latent.
+        hidden_size (`int`, defaults to 1536): Transformer width.
+        num_attention_heads (`int`, defaults to 12): Attention heads.
+        ffn_dim (`int`, defaults to 8192): Output width of the SwiGLU input projection (twice the inner width).
+        encoder_num_blocks (`int`, defaults to 4), decoder_num_blocks (`int`, defaults to 4): Depths.
+        patch_size (`int`, defaults to 1): Tokens per latent.
+        block_size (`int`, defaults to 16): Latents per attention block.
+        bias (`bool`, defaults to `True`): Bias of the output and feed-forward projections.
+        qkv_bias (`bool`, defaults to `False`): Bias of the query/key/value projection.
+        qk_norm (`bool`, defaults to `True`), qk_norm_affine (`bool`, defaults to `True`): LayerNorm on queries/keys.
+        norm_affine (`bool`, defaults to `True`): Affine attention LayerNorm of the blocks (the others always are).
+        post_norm (`bool`, defaults to `True`): Post-norm blocks (see [`ColaTextBlock`]).
+        norm_eps (`float`, defaults to 1e-6): LayerNorm epsilon.
+        rope_theta (`float`, defaults to 500000.0): RoPE base.
+        normalize_mean (`bool`, defaults to `True`): Non-affine LayerNorm on the posterior mean.
+        scaling_factor (`float`, defaults to 1.0), shifting_factor (`float`, defaults to 0.0): Latent normalisation.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["ColaTextBlock"]
+
+    @register_to_config
+    def __init__(
+        self,
+        vocab_size: int = 100278,
+        latent_dim: int = 16,
+        hidden_size: int = 1536,
+        num_attention_heads: int = 12,
+        ffn_dim: int = 8192,
+        encoder_num_blocks: int = 4,
+        decoder_num_blocks: int = 4,
+        patch_size: int = 1,
+        block_size: int = 16,
+        bias: bool = True,
+        qkv_bias: bool = False,
+        qk_norm: bool = True,
+        qk_norm_affine: bool = True,
+        norm_affine: bool = True,
+        post_norm: bool = True,
+        norm_eps: float = 1e-6,
+        rope_theta: float = 500000.0,
+        normalize_mean: bool = True,
+        scaling_factor: float = 1.0,
+        shifting_factor: float = 0.0,
+    ):
+        super().__init__()
+        if hidden_size % num_attention_heads:
+            raise ValueError(
+                f"`hidden_size` ({hidden_size}) must be divisible by `num_attention_heads` ({num_attention_heads})."
+            )
+        if block_size < 1 or patch_size < 1:
+            raise ValueError(f"`block_size` and `patch_size` must be >= 1, got {block_size} and {patch_size}.")
+        transformer_kwargs = {
+            "block_size": block_size,
+            "rope_theta": rope_theta,
+            "dim": hidden_size,
+            "num_heads": num_attention_heads,
+            "ffn_dim": ffn_dim,
+            "bias": bias,
+            "qkv_bias": qkv_bias,
+            "qk_norm": qk_norm,
+            "qk_norm_affine": qk_norm_affine,
+            "norm_affine": norm_affine,
+            "post_norm": post_norm,
+            "eps": norm_eps,
+        }
+        self.encoder = nn.Module()
+        self.encoder.embed_tokens = nn.Embedding(vocab_size + 1, hidden_size)
+        self.encoder.patch_embed = nn.Conv1d(hidden_size, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.encoder.transformer = ColaTextTransformer(encoder_num_blocks, **transformer_kwargs)
+        self.encoder.proj_out = nn.Linear(hidden_size, 2 * latent_dim)
+
+        self.decoder = nn.Module()
+        self.decoder.proj_in = nn.Linear(latent_dim, hidden_size)
+        self.decoder.transformer = ColaTextTransformer(decoder_num_blocks, **transformer_kwargs)
+        self.decoder.unpatchify = nn.Linear(hidden_size, patch_size * hidden_size)
+        self.decoder.norm_out = nn.LayerNorm(hidden_size, eps=norm_eps)
+        self.decoder.lm_head = nn.Linear(hidden_size, vocab_size)
+        self.gradient_checkpointing = False
+
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Maps posterior latents to the DiT's space: `(z - shifting_factor) * scaling_factor`."""
+        return (latents - self.config.shifting_factor) * self.config.scaling_factor
+
+    def make_kv_cache(self, batch_size: int, max_length: int) -> ColaKVCache:
+        """Allocates a decoder [`ColaKVCache`] of `max_length` latents for `batch_size` rows."""
+        return ColaKVCache(
+            len(self.decoder.transformer.blocks),
+            batch_size,
+            max_length,
+            self.config.num_attention_heads,
+            self.config.hidden_size // self.config.num_attention_heads,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
+    def _checkpoint_func(self):
+        return self._gradient_checkpointing_func if torch.is_grad_enabled() and self.gradient_checkpointing else None
+
+    @apply_forward_hook
+    def encode(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, return_dict: bool = True
+    ) -> ColaTextEncoderOutput | tuple:
+        """
+        Encodes tokens into the posterior over latents.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+                Token ids; `sequence_length` must be a multiple of `patch_size`. Sequences start at position 0.
+            attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+                1 for real tokens, 0 for padding after the end of a sequence.
+            return_dict (`bool`, defaults to `True`): Return a [`ColaTextEncoderOutput`] instead of a tuple.
+
+        Returns:
+            [`ColaTextEncoderOutput`] or `tuple`: the posterior, `(batch_size, sequence_length / patch_size,
+            latent_dim)`.
+        """
+        patch_size = self.config.patch_size
+        if input_ids.ndim != 2 or input_ids.shape[1] % patch_size:
+            raise ValueError(
+                f"`input_ids` must have shape (batch_size, sequence_length) with sequence_length a multiple of "
+                f"patch_size={patch_size}, got {tuple(input_ids.shape)}."
+            )
+        batch_size, sequence_length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        latent_valid = attention_mask.bool().unflatten(1, (-1, patch_size)).any(-1)
+        position_ids = torch.arange(sequence_length // patch_size, device=input_ids.device).expand(batch_size, -1)
+        mask = block_causal_mask(position_ids, position_ids, latent_valid, self.config.block_size)
+
+        hidden_states = self.encoder.embed_tokens(input_ids)
+        hidden_states = self.encoder.patch_embed(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states = self.encoder.transformer(
+            hidden_states, position_ids, mask, checkpoint_func=self._checkpoint_func()
+        )
+        mean, logvar = self.encoder.proj_out(hidden_states).chunk(2, dim=-1)
+        if self.config.normalize_mean:
+            mean = F.layer_norm(mean, mean.shape[-1:], eps=self.config.norm_eps)
+        posterior = ColaTextLatentDistribution(mean, logvar)
+
+        if not return_dict:
+            return (posterior,)
+        return ColaTextEncoderOutput(latent_dist=posterior)
+
+    @apply_forward_hook
+    def decode(
+        self,
+        latents: torch.Tensor,
+        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: ColaKVCache | None = None,
+        cache_offset: int = 0,
+        return_dict: bool = True,
+    ) -> ColaTextDecoderOutput | tuple:
+        """
+        Decodes latents into token logits.
+
+        Args:
+            latents (`torch.Tensor` of shape `(batch_size, num_latents, latent_dim)`): Latents in the DiT's space.
+            position_ids (`torch.LongTensor` of shape `(batch_size, num_latents)`, *optional*):
+                RoPE positions; default `0, 1, ...`.
+            attention_mask (`torch.BoolTensor` of shape `(batch_size, 1, num_latents, num_keys)`, *optional*):
+                Keys are the cache slots `[0, cache_offset)` and then `latents`; see [`block_causal_mask`].
+                Default: block-causal attention over `latents`.
+            kv_cache ([`ColaKVCache`], *optional*): Decoder cache to write (at `cache_offset`) and read.
+            cache_offset (`int`, defaults to 0): First cache slot written by this pass.
+            return_dict (`bool`, defaults to `True`): Return a [`ColaTextDecoderOutput`] instead of a tuple.
+
+        Returns:
+            [`ColaTextDecoderOutput`] or `tuple`: logits of shape `(batch_size, num_latents * patch_size,
+            vocab_size)`.
+        """
+        if latents.ndim != 3 or latents.shape[-1] != self.config.latent_dim:
+            raise ValueError(
+                f"`latents` must have shape (batch_size, num_latents, {self.config.latent_dim}), got "
+                f"{tuple(latents.shape)}."
+            )
+        batch_size, num_latents, _ = latents.shape
+        if position_ids is None:
+            position_ids = torch.arange(num_latents, device=latents.device).expand(batch_size, -1)
+        if attention_mask is None:
+            if kv_cache is not None:
+                raise ValueError("`attention_mask` is required with `kv_cache`: it says which cache slots are valid.")
+            key_valid = torch.ones_like(position_ids, dtype=torch.bool)
+            attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
+
+        hidden_states = self.decoder.proj_in(latents.to(self.dtype))
+        hidden_states = self.decoder.transformer(
+            hidden_states, position_ids, attention_mask, kv_cache, cache_offset, self._checkpoint_func()
+        )
+        # The unpatchify projection is laid out channel-major: token j of a patch reads channels c * patch_size + j.
+        hidden_states = self.decoder.unpatchify(hidden_states).unflatten(-1, (-1, self.config.patch_size))
+        hidden_states = hidden_states.transpose(-1, -2).flatten(1, 2)
+        logits = self.decoder.lm_head(self.decoder.norm_out(hidden_states))
+
+        if not return_dict:
+            return (logits,)
+        return ColaTextDecoderOutput(logits=logits)
+
+    def forward(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, return_dict: bool = True
+    ) -> ColaTextDecoderOutput | tuple:
+        """Reconstructs tokens from the posterior mean: `decode(normalize_latents(encode(input_ids).mode()))`."""
+        latents = self.normalize_latents(self.encode(input_ids, attention_mask).latent_dist.mode())
+        return self.decode(latents, return_dict=return_dict)

@@ -1,0 +1,316 @@
+"""The block-causal 1-D Diffusion Transformer prior of Cola-DLM."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+
+from ..attention_cola import ColaAttnProcessor, ColaKVCache, block_causal_mask
+
+
+@dataclass
+class ColaTransformer1DModelOutput(BaseOutput):
+    """
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, sequence_length, out_channels)`):
+            Predicted velocity `ε - x_0` at every position.
+    """
+
+    sample: torch.Tensor
+
+
+def apply_interleaved_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates interleaved channel pairs `(0, 1), (2, 3), ...` of the first `cos.shape[-1]` channels of `x`."""
+    rope_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rope_dim], x[..., rope_dim:]
+    x_even, x_odd = x_rot.unflatten(-1, (-1, 2)).unbind(-1)
+    rotated_half = torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
+    x_rot = (x_rot.float() * cos + rotated_half.float() * sin).to(x.dtype)
+    return torch.cat([x_rot, x_pass], dim=-1)
+
+
+class ColaRotaryEmbedding(nn.Module):
+    """
+    RoPE tables `(cos, sin)` of interleaved pairs over the first `rope_dim` channels of a head.
+
+    The frequencies are a saved buffer because checkpoints carry them (possibly rounded to their storage dtype).
+    """
+
+    def __init__(self, rope_dim: int, theta: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim)
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`position_ids (B, S)` → `cos, sin` of shape `(B, S, 1, rope_dim)`, fp32."""
+        angles = position_ids.float()[..., None] * self.inv_freq.float()
+        angles = angles.repeat_interleave(2, dim=-1).unsqueeze(-2)
+        return angles.cos(), angles.sin()
+
+
+class ColaTimestepEmbedding(nn.Module):
+    """Sinusoidal `[sin, cos]` features of the timestep followed by three linear layers with SiLU between them."""
+
+    def __init__(self, embedding_dim: int, frequency_dim: int = 256, max_period: float = 10000.0):
+        super().__init__()
+        half_dim = frequency_dim // 2
+        exponent = -math.log(max_period) * torch.arange(half_dim, dtype=torch.float32) / half_dim
+        self.register_buffer("frequencies", exponent.exp(), persistent=False)
+        self.linear_1 = nn.Linear(frequency_dim, embedding_dim)
+        self.linear_2 = nn.Linear(embedding_dim, embedding_dim)
+        self.linear_3 = nn.Linear(embedding_dim, embedding_dim)
+
+    def forward(self, timestep: torch.Tensor) -> torch.Tensor:
+        angles = timestep.float()[..., None] * self.frequencies
+        features = torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.linear_1.weight.dtype)
+        hidden_states = F.silu(self.linear_1(features))
+        hidden_states = F.silu(self.linear_2(hidden_states))
+        return self.linear_3(hidden_states)
+
+
+class ColaDiTAttention(nn.Module, AttentionModuleMixin):
+    """Multi-head self-attention with per-head affine LayerNorm on queries and keys and partial interleaved RoPE."""
+
+    _default_processor_cls = ColaAttnProcessor
+    _available_processors = [ColaAttnProcessor]
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, qkv_bias: bool = False, eps: float = 1e-5):
+        super().__init__()
+        self.heads = num_heads
+        self.head_dim = head_dim
+        self.to_qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
+        self.norm_q = nn.LayerNorm(head_dim, eps=eps)
+        self.norm_k = nn.LayerNorm(head_dim, eps=eps)
+        self.to_out = nn.Linear(num_heads * head_dim, dim, bias=qkv_bias)
+        self.set_processor(ColaAttnProcessor())
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: ColaKVCache | None = None,
+        layer_idx: int = 0,
+        cache_offset: int = 0,
+    ) -> torch.Tensor:
+        query, key, value = self.to_qkv(hidden_states).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)
+        query = apply_interleaved_rotary_emb(self.norm_q(query), *rotary_emb)
+        key = apply_interleaved_rotary_emb(self.norm_k(key), *rotary_emb)
+        hidden_states = self.processor(query, key, value, attention_mask, kv_cache, layer_idx, cache_offset)
+        return self.to_out(hidden_states.flatten(2, 3))
+
+
+class ColaFeedForward(nn.Module):
+    """Two-layer MLP with tanh-approximated GELU."""
+
+    def __init__(self, dim: int, inner_dim: int):
+        super().__init__()
+        self.proj_in = nn.Linear(dim, inner_dim)
+        self.proj_out = nn.Linear(inner_dim, dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(F.gelu(self.proj_in(hidden_states), approximate="tanh"))
+
+
+class ColaTransformerBlock(nn.Module):
+    """
+    DiT block: AdaLN-modulated attention and MLP, each followed by a gated residual.
+
+    `shift, scale = Linear(SiLU(temb)).chunk(2)` modulates a non-affine LayerNorm as `norm(x) * (1 + scale) + shift`;
+    the gate is `Linear(SiLU(temb))`, applied as `x + gate * h`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_ratio: float, qkv_bias: bool, eps: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm1_modulation = nn.Linear(dim, 2 * dim)
+        self.attn = ColaDiTAttention(dim, num_heads, head_dim, qkv_bias=qkv_bias, eps=eps)
+        self.attn_gate = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm2_modulation = nn.Linear(dim, 2 * dim)
+        self.ff = ColaFeedForward(dim, int(dim * mlp_ratio))
+        self.ff_gate = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: ColaKVCache | None = None,
+        layer_idx: int = 0,
+        cache_offset: int = 0,
+    ) -> torch.Tensor:
+        temb = F.silu(temb)
+
+        shift, scale = self.norm1_modulation(temb).chunk(2, dim=-1)
+        norm_hidden_states = self.norm1(hidden_states) * (1 + scale) + shift
+        attn_output = self.attn(norm_hidden_states, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+        hidden_states = hidden_states + self.attn_gate(temb) * attn_output
+
+        shift, scale = self.norm2_modulation(temb).chunk(2, dim=-1)
+        norm_hidden_states = self.norm2(hidden_states) * (1 + scale) + shift
+        ff_output = self.ff(norm_hidden_states)
+        return hidden_states + self.ff_gate(temb) * ff_output
+
+
+class ColaTransformer1DModel(ModelMixin, ConfigMixin):
+    """
+    The block-causal Diffusion Transformer prior of Cola-DLM: predicts the flow-matching velocity of text latents.
+
+    Attention is bidirectional inside a block of `block_size` latents and causal across blocks. For generation, a
+    [`ColaKVCache`] keeps the keys and values of the prompt and of committed blocks.
+
+    Args:
+        in_channels (`int`, defaults to 16): Latent channels.
+        out_channels (`int`, *optional*): Output channels; defaults to `in_channels`.
+        num_layers (`int`, defaults to 24): Number of DiT blocks.
+        num_attention_heads (`int`, defaults to 16): Attention heads.
+        attention_head_dim (`int`, defaults to 128): Channels per head.
+        hidden_size (`int`, *optional*): Width of the residual stream; defaults to heads × head dim.
+        rope_dim (`int`, defaults to 96): Leading channels of each head that RoPE rotates.
+        rope_theta (`float`, defaults to 10000.0): RoPE base.
+        mlp_ratio (`float`, defaults to 2.0): MLP width over `hidden_size`.
+        qkv_bias (`bool`, defaults to `False`): Bias of the query/key/value and attention output projections.
+        norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon.
+        block_size (`int`, defaults to 16): Latents per block in training, the default block length of sampling.
+        timestep_frequency_dim (`int`, defaults to 256): Sinusoidal features of the timestep.
+    """
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["ColaTransformerBlock"]
+    _repeated_blocks = ["ColaTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["timestep_embedder", "rotary_embedder", "norm"]
+    _keep_in_fp32_modules = ["rotary_embedder"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 16,
+        out_channels: int | None = None,
+        num_layers: int = 24,
+        num_attention_heads: int = 16,
+        attention_head_dim: int = 128,
+        hidden_size: int | None = None,
+        rope_dim: int = 96,
+        rope_theta: float = 10000.0,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = False,
+        norm_eps: float = 1e-5,
+        block_size: int = 16,
+        timestep_frequency_dim: int = 256,
+    ):
+        super().__init__()
+        if rope_dim % 2 or not 0 < rope_dim <= attention_head_dim:
+            raise ValueError(f"`rope_dim` must be even and in (0, attention_head_dim={attention_head_dim}], got {rope_dim}.")
+        if block_size < 1:
+            raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
+        out_channels = out_channels or in_channels
+        hidden_size = hidden_size or num_attention_heads * attention_head_dim
+
+        self.timestep_embedder = ColaTimestepEmbedding(hidden_size, timestep_frequency_dim)
+        self.rotary_embedder = ColaRotaryEmbedding(rope_dim, rope_theta)
+        self.proj_in = nn.Linear(in_channels, hidden_size)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                ColaTransformerBlock(hidden_size, num_attention_heads, attention_head_dim, mlp_ratio, qkv_bias, norm_eps)
+                for _ in range(num_layers)
+            ]
+        )
+        self.norm_out = nn.LayerNorm(hidden_size, eps=norm_eps)
+        self.norm_out_modulation = nn.Linear(hidden_size, 2 * hidden_size)
+        self.proj_out = nn.Linear(hidden_size, out_channels)
+        self.gradient_checkpointing = False
+
+    def make_kv_cache(self, batch_size: int, max_length: int) -> ColaKVCache:
+        """Allocates a [`ColaKVCache`] of `max_length` positions for `batch_size` rows, on the model's device."""
+        return ColaKVCache(
+            len(self.transformer_blocks),
+            batch_size,
+            max_length,
+            self.config.num_attention_heads,
+            self.config.attention_head_dim,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        position_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: ColaKVCache | None = None,
+        cache_offset: int = 0,
+        return_dict: bool = True,
+    ) -> ColaTransformer1DModelOutput | tuple:
+        """
+        Predicts the velocity of a batch of (partly) noisy latents.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, in_channels)`):
+                Latents in the DiT's normalised space.
+            timestep (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`):
+                Timesteps in `[0, 1000]`, per sample or per position. They are rounded to bfloat16 before the
+                embedding, as the model was trained.
+            position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+                RoPE positions; default `0, 1, ...`.
+            attention_mask (`torch.BoolTensor` of shape `(batch_size, 1, sequence_length, num_keys)`, *optional*):
+                True where a query may attend to a key, see [`block_causal_mask`]. The keys are the cache slots
+                `[0, cache_offset)` followed by the positions of `hidden_states`. Default: full block-causal
+                attention over `hidden_states` from `position_ids`.
+            kv_cache ([`ColaKVCache`], *optional*):
+                Cache to write this pass's keys/values into (at `cache_offset`) and to attend over. Rows beyond
+                `kv_cache.batch_size` attend to their own positions only.
+            cache_offset (`int`, defaults to 0): First cache slot written by this pass.
+            return_dict (`bool`, defaults to `True`): Return a [`ColaTransformer1DModelOutput`] instead of a tuple.
+
+        Returns:
+            [`ColaTransformer1DModelOutput`] or `tuple`: the predicted velocity.
+        """
+        batch_size, sequence_length, in_channels = hidden_states.shape
+        if in_channels != self.config.in_channels:
+            raise ValueError(
+                f"`hidden_states` must have {self.config.in_channels} channels (last dim), got shape "
+                f"{tuple(hidden_states.shape)}."
+            )
+        if timestep.ndim == 1:
+            timestep = timestep[:, None].expand(batch_size, sequence_length)
+        if timestep.shape != (batch_size, sequence_length):
+            raise ValueError(
+                f"`timestep` must have shape ({batch_size},) or ({batch_size}, {sequence_length}), got "
+                f"{tuple(timestep.shape)}."
+            )
+        if position_ids is None:
+            position_ids = torch.arange(sequence_length, device=hidden_states.device).expand(batch_size, -1)
+        if attention_mask is None:
+            if kv_cache is not None:
+                raise ValueError("`attention_mask` is required with `kv_cache`: it says which cache slots are valid.")
+            key_valid = torch.ones_like(position_ids, dtype=torch.bool)
+            attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
+
+        temb = self.timestep_embedder(timestep.to(torch.bfloat16))
+        rotary_emb = self.rotary_embedder(position_ids)
+        hidden_states = self.proj_in(hidden_states)
+
+        for layer_idx, block in enumerate(self.transformer_blocks):
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden_states = self._gradient_checkpointing_func(
+                    block, hidden_states, temb, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset
+                )
+            else:
+                hidden_states = block(hidden_states, temb, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+
+        shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
+        hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+        output = self.proj_out(hidden_states)
+
+        if not return_dict:
+            return (output,)
+        return ColaTransformer1DModelOutput(sample=output)
