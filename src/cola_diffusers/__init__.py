@@ -3,6 +3,8 @@
 from .models.attention_cola import ColaKVCache, block_causal_mask
 from .models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from .models.transformers.transformer_cola import ColaTransformer1DModel
+from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+from .pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput
 from .schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 
 
@@ -10,6 +12,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoencoderKLColaText",
+    "ColaDLMPipeline",
+    "ColaDLMPipelineOutput",
     "ColaKVCache",
     "ColaTransformer1DModel",
     "FlowMatchBlockCausalScheduler",

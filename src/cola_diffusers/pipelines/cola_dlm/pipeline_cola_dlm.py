@@ -1,0 +1,525 @@
+"""Text generation with Cola-DLM: block-causal flow matching in the latent space of a Text VAE."""
+
+import os
+from typing import Callable
+
+import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import logging, replace_example_docstring
+from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub import snapshot_download
+from transformers import PreTrainedTokenizerFast
+
+from ...loaders.official_checkpoint import (
+    OFFICIAL_DIT_FOLDER,
+    OFFICIAL_TOKENIZER_FILE,
+    OFFICIAL_VAE_FOLDER,
+    is_official_layout,
+    load_official_transformer,
+    load_official_vae,
+)
+from ...models.attention_cola import block_causal_mask
+from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ...models.transformers.transformer_cola import ColaTransformer1DModel
+from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .pipeline_output import ColaDLMPipelineOutput
+from .sampling import sample_tokens
+
+
+logger = logging.get_logger(__name__)
+
+PAD_TOKEN = "<|pad|>"
+EOS_TOKEN = "<|endoftext|>"
+IM_END_TOKEN = "<|im_end|>"
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```python
+        >>> from cola_diffusers import ColaDLMPipeline
+
+        >>> pipe = ColaDLMPipeline.from_pretrained("ByteDance-Seed/Cola-DLM")
+        >>> output = pipe("The capital of France is", gen_length=32, num_inference_steps=16, guidance_scale=7.0)
+        >>> print(output.texts[0])
+        ```
+"""
+
+
+def load_tokenizer(tokenizer_file: str) -> PreTrainedTokenizerFast:
+    """Loads a `tokenizer.json`, naming `<|pad|>` and `<|endoftext|>` as pad and eos tokens when it has them."""
+    if not os.path.isfile(tokenizer_file):
+        raise FileNotFoundError(f"The checkpoint is missing `{tokenizer_file}`.")
+    try:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file)
+    except Exception as error:
+        raise ValueError(f"`{tokenizer_file}` is not a readable tokenizer file: {error}") from error
+    vocab = tokenizer.get_vocab()
+    special_tokens = {"pad_token": PAD_TOKEN, "eos_token": EOS_TOKEN}
+    tokenizer.add_special_tokens({name: token for name, token in special_tokens.items() if token in vocab})
+    return tokenizer
+
+
+class ColaDLMPipeline(DiffusionPipeline):
+    r"""
+    Pipeline for text generation with Cola-DLM.
+
+    The prompt is encoded by the Text VAE into latents; the block-causal DiT prior generates new latents one block
+    at a time by integrating a flow-matching ODE (with classifier-free guidance against the block alone), and the
+    VAE decoder turns every finished block into tokens. Keys and values of the prompt and of finished blocks are
+    cached in both models.
+
+    Args:
+        transformer ([`ColaTransformer1DModel`]): The DiT prior.
+        vae ([`AutoencoderKLColaText`]): The Text VAE.
+        scheduler ([`FlowMatchBlockCausalScheduler`]): Integrates every block from noise to data.
+        tokenizer ([`~transformers.PreTrainedTokenizerFast`]): The tokenizer of the VAE's vocabulary.
+    """
+
+    model_cpu_offload_seq = "vae->transformer"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        transformer: ColaTransformer1DModel,
+        vae: AutoencoderKLColaText,
+        scheduler: FlowMatchBlockCausalScheduler,
+        tokenizer: PreTrainedTokenizerFast,
+    ):
+        super().__init__()
+        latent_channels = (transformer.config.in_channels, transformer.config.out_channels)
+        if latent_channels != (vae.config.latent_dim,) * 2:
+            raise ValueError(
+                f"The VAE's `latent_dim` ({vae.config.latent_dim}) must equal the transformer's `in_channels` and "
+                f"`out_channels` {latent_channels}."
+            )
+        if len(tokenizer) > vae.config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} entries, more than the VAE's `vocab_size` ({vae.config.vocab_size})."
+            )
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, tokenizer=tokenizer)
+
+    @property
+    def guidance_scale(self):
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self):
+        return self._num_timesteps
+
+    @property
+    def interrupt(self):
+        return self._interrupt
+
+    @property
+    def pad_token_id(self) -> int | None:
+        """The tokenizer's pad token (`<|pad|>` in the release)."""
+        return self.tokenizer.pad_token_id
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The tokenizer's `<|endoftext|>` and `<|im_end|>` tokens, where it has them."""
+        vocab = self.tokenizer.get_vocab()
+        return [vocab[token] for token in (EOS_TOKEN, IM_END_TOKEN) if token in vocab]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "ColaDLMPipeline":
+        """
+        Loads a pipeline from a diffusers-format folder (`model_index.json`) or from the official release layout
+        (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`, `tokenizer.json`), local or a Hub repo id.
+
+        Keyword arguments are those of [`~diffusers.DiffusionPipeline.from_pretrained`]; `torch_dtype` (or `dtype`)
+        also applies to the official layout.
+        """
+        folder = str(pretrained_model_name_or_path)
+        if not os.path.isdir(folder):
+            folder = snapshot_download(
+                folder,
+                revision=kwargs.pop("revision", None),
+                cache_dir=kwargs.pop("cache_dir", None),
+                token=kwargs.pop("token", None),
+                local_files_only=kwargs.pop("local_files_only", False),
+            )
+        if is_official_layout(folder):
+            return cls.from_official_checkpoint(folder, torch_dtype=kwargs.pop("torch_dtype", kwargs.pop("dtype", None)))
+        if not os.path.isfile(os.path.join(folder, "model_index.json")):
+            raise FileNotFoundError(
+                f"{folder} holds neither a diffusers pipeline (`model_index.json`) nor the official Cola-DLM layout "
+                f"(`{OFFICIAL_DIT_FOLDER}`, `{OFFICIAL_VAE_FOLDER}`, `{OFFICIAL_TOKENIZER_FILE}`)."
+            )
+        return super().from_pretrained(folder, **kwargs)
+
+    @classmethod
+    def from_official_checkpoint(cls, folder: str, torch_dtype: torch.dtype | None = None) -> "ColaDLMPipeline":
+        """Builds the pipeline from a folder in the official release layout."""
+        return cls(
+            transformer=load_official_transformer(os.path.join(folder, OFFICIAL_DIT_FOLDER), torch_dtype),
+            vae=load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), torch_dtype),
+            scheduler=FlowMatchBlockCausalScheduler(),
+            tokenizer=load_tokenizer(os.path.join(folder, OFFICIAL_TOKENIZER_FILE)),
+        )
+
+    def check_inputs(
+        self,
+        prompt,
+        gen_length,
+        block_length,
+        num_inference_steps,
+        guidance_scale,
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty,
+        pad_token_id,
+        output_type,
+        callback_on_step_end_tensor_inputs,
+    ):
+        if isinstance(prompt, str):
+            prompt = [prompt]
+        if not isinstance(prompt, list) or len(prompt) == 0:
+            raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r}.")
+        for index, text in enumerate(prompt):
+            if not isinstance(text, str):
+                raise ValueError(f"`prompt[{index}]` must be a string, got {type(text).__name__}.")
+            if not text:
+                raise ValueError(f"`prompt[{index}]` is empty; every prompt needs at least one token.")
+        if not isinstance(gen_length, int) or gen_length < 1:
+            raise ValueError(f"`gen_length` must be an integer >= 1, got {gen_length!r}.")
+        if not isinstance(block_length, int) or block_length < 1:
+            raise ValueError(f"`block_length` must be an integer >= 1, got {block_length!r}.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
+        if guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+        if temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0, got {temperature}.")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"`top_k` must be an integer >= 1 or None, got {top_k!r}.")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p}.")
+        if repetition_penalty <= 0:
+            raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}.")
+        if pad_token_id is None:
+            raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
+        if output_type not in ("text", "pt", "latent"):
+            raise ValueError(f"`output_type` must be one of 'text', 'pt', 'latent', got {output_type!r}.")
+        if callback_on_step_end_tensor_inputs is not None and not all(
+            k in self._callback_tensor_inputs for k in callback_on_step_end_tensor_inputs
+        ):
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` has to be in {self._callback_tensor_inputs}, but found "
+                f"{[k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]}"
+            )
+
+    def encode_prompt(
+        self, prompt: list[str], block_length: int, pad_token_id: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.LongTensor]:
+        """
+        Tokenises the prompts and encodes them into normalised latents (posterior means).
+
+        Every prompt is right-padded with `pad_token_id` to a multiple of `patch_size * block_length` tokens before
+        encoding: the pad tokens share the last prompt block and shape its latents, as in training.
+
+        Returns:
+            `(prompt_latents, num_prompt_latents)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
+            and the number of latents that hold prompt tokens, `(batch_size,)`.
+        """
+        token_ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        for index, ids in enumerate(token_ids):
+            if len(ids) == 0:
+                raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
+        patch_size = self.vae.config.patch_size
+        chunk = patch_size * block_length
+        padded_lengths = [-(-len(ids) // chunk) * chunk for ids in token_ids]
+        input_ids = torch.full((len(prompt), max(padded_lengths)), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, (ids, padded_length) in enumerate(zip(token_ids, padded_lengths)):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, :padded_length] = 1
+
+        posterior = self.vae.encode(input_ids.to(device), attention_mask.to(device)).latent_dist
+        prompt_latents = self.vae.normalize_latents(posterior.mode()).float()
+        num_prompt_latents = torch.tensor([-(-len(ids) // patch_size) for ids in token_ids], device=device)
+        return prompt_latents, num_prompt_latents
+
+    def prepare_latents(
+        self,
+        batch_size: int,
+        num_latents: int,
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The starting noise of every block, `(batch_size, num_blocks * block_length, latent_dim)`, fp32."""
+        shape = (batch_size, num_latents, self.transformer.config.in_channels)
+        if latents is None:
+            return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if tuple(latents.shape) != shape:
+            raise ValueError(
+                f"`latents` must have shape {shape} (batch_size, num_blocks * block_length, latent_dim) for this "
+                f"request, got {tuple(latents.shape)}."
+            )
+        return latents.to(device=device, dtype=torch.float32)
+
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        prompt: str | list[str],
+        gen_length: int = 32,
+        block_length: int | None = None,
+        num_inference_steps: int = 16,
+        guidance_scale: float = 7.0,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.1,
+        eos_early_stop: bool = True,
+        eos_token_id: int | list[int] | None = None,
+        pad_token_id: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "text",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[[int, int, dict], None] | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> ColaDLMPipelineOutput | tuple:
+        """
+        Generates text continuing every prompt.
+
+        Args:
+            prompt (`str` or `list[str]`): The prompt(s); each must tokenize to at least one token.
+            gen_length (`int`, defaults to 32): Number of new tokens per prompt.
+            block_length (`int`, *optional*): Latents per generated block; defaults to the transformer's `block_size`.
+            num_inference_steps (`int`, defaults to 16): Euler steps per block.
+            guidance_scale (`float`, defaults to 7.0): Classifier-free guidance between the conditional velocity
+                (block + context) and the unconditional one (block alone); 1 runs one pass per step. A prompt
+                shorter than one block has no context for its first block, which is generated with scale 1.
+            temperature (`float`, defaults to 0.0): Token sampling temperature; 0 is greedy.
+            top_k (`int`, *optional*), top_p (`float`, *optional*): Token filters when `temperature > 0`.
+            repetition_penalty (`float`, defaults to 1.1): Penalty of tokens sampled in earlier blocks.
+            eos_early_stop (`bool`, defaults to `True`): Stop when every prompt has emitted a stop token, and pad
+                each sequence after its first stop token.
+            eos_token_id (`int` or `list[int]`, *optional*): Stop tokens; default `<|endoftext|>` and `<|im_end|>`.
+            pad_token_id (`int`, *optional*): Pad token of the prompt's last block and of `sequences`; default
+                the tokenizer's `<|pad|>`.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): Randomness of noise and sampling.
+            latents (`torch.Tensor`, *optional*): Starting noise of every block, `(batch_size, num_blocks *
+                block_length, latent_dim)`, block `b` at positions `[b * block_length, (b + 1) * block_length)`.
+            output_type (`str`, defaults to `"text"`): `"text"` adds decoded `texts`, `"latent"` adds the clean
+                block `latents`, `"pt"` returns token ids only.
+            return_dict (`bool`, defaults to `True`): Return a [`ColaDLMPipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): Called after every denoising step as
+                `callback_on_step_end(self, step, timestep, callback_kwargs)`; may return a new `latents` (the
+                current block).
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback.
+
+        Examples:
+
+        Returns:
+            [`ColaDLMPipelineOutput`] or `tuple`: `(sequences, texts, latents)` when `return_dict` is False.
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        block_length = block_length or self.transformer.config.block_size
+        pad_token_id = self.pad_token_id if pad_token_id is None else pad_token_id
+        self.check_inputs(
+            prompt,
+            gen_length,
+            block_length,
+            num_inference_steps,
+            guidance_scale,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            pad_token_id,
+            output_type,
+            callback_on_step_end_tensor_inputs,
+        )
+        prompt = [prompt] if isinstance(prompt, str) else prompt
+        if eos_token_id is None:
+            stop_token_ids = self.stop_token_ids
+        else:
+            stop_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
+        device = self._execution_device
+        batch_size = len(prompt)
+        patch_size = self.vae.config.patch_size
+        do_classifier_free_guidance = guidance_scale != 1.0
+
+        # 1. Encode the prompts. Whole blocks of prompt latents form the prefix; the rest of the prompt is
+        #    repainted into the first generated block, whose tokens for it are trimmed from the output.
+        prompt_latents, num_prompt_latents = self.encode_prompt(prompt, block_length, pad_token_id, device)
+        prefix_lengths = num_prompt_latents // block_length * block_length
+        num_repainted = num_prompt_latents - prefix_lengths
+        num_trimmed_tokens = num_repainted * patch_size
+        tokens_per_block = block_length * patch_size
+        num_blocks = -(-(int(num_trimmed_tokens.max()) + gen_length) // tokens_per_block)
+
+        # 2. Cache layout: prefixes are left-padded to a common length so that block b of every prompt occupies
+        #    the same cache slots [max_prefix + b * block_length, ...) in the DiT and in the VAE decoder.
+        max_prefix = int(prefix_lengths.max())
+        cache_length = max_prefix + num_blocks * block_length
+        position_ids = torch.arange(cache_length, device=device) - (max_prefix - prefix_lengths)[:, None]
+        slot_valid = position_ids >= 0
+        transformer_cache = self.transformer.make_kv_cache(batch_size, cache_length)
+        vae_cache = self.vae.make_kv_cache(batch_size, cache_length)
+
+        def context_mask(start: int, end: int, block_size: int) -> torch.Tensor:
+            return block_causal_mask(position_ids[:, start:end], position_ids[:, :end], slot_valid[:, :end], block_size)
+
+        # 3. Prefill both caches with the prefix, clean (t = 0).
+        if max_prefix > 0:
+            latent_index = position_ids[:, :max_prefix].clamp(min=0)
+            prefix = prompt_latents.gather(1, latent_index[..., None].expand(-1, -1, prompt_latents.shape[-1]))
+            prefix = prefix * slot_valid[:, :max_prefix, None]
+            self.transformer(
+                prefix.to(self.transformer.dtype),
+                torch.zeros(batch_size, device=device),
+                position_ids=position_ids[:, :max_prefix],
+                attention_mask=context_mask(0, max_prefix, block_length),
+                kv_cache=transformer_cache,
+                cache_offset=0,
+            )
+            self.vae.decode(
+                prefix,
+                position_ids=position_ids[:, :max_prefix],
+                attention_mask=context_mask(0, max_prefix, self.vae.config.block_size),
+                kv_cache=vae_cache,
+                cache_offset=0,
+            )
+
+        # 4. The repainted prompt latents of the first block: pinned to the prompt and held at t = 0.
+        block_offsets = torch.arange(block_length, device=device)
+        repaint_mask = block_offsets < num_repainted[:, None]
+        repaint_index = (prefix_lengths[:, None] + block_offsets).clamp(max=prompt_latents.shape[1] - 1)
+        repaint_latents = prompt_latents.gather(1, repaint_index[..., None].expand(-1, -1, prompt_latents.shape[-1]))
+        # Without a prefix the conditional and unconditional passes coincide: the first block uses scale 1.
+        first_block_guidance = torch.where(prefix_lengths > 0, guidance_scale, 1.0)[:, None, None]
+        unconditional_position_ids = block_offsets.expand(batch_size, -1)
+
+        latents = self.prepare_latents(batch_size, num_blocks * block_length, generator, device, latents)
+        clean_latents = torch.zeros_like(latents)
+        tokens = torch.full((batch_size, num_blocks * tokens_per_block), pad_token_id, dtype=torch.long, device=device)
+        new_token_index = torch.arange(num_blocks * tokens_per_block, device=device)
+        is_new_token = new_token_index >= num_trimmed_tokens[:, None]
+        stop_ids = torch.tensor(stop_token_ids, dtype=torch.long, device=device)
+        finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        self._num_timesteps = num_blocks * num_inference_steps
+        num_generated_blocks = 0
+
+        # 5. Generate block by block.
+        with self.progress_bar(total=num_blocks) as progress_bar:
+            for block_index in range(num_blocks):
+                if self.interrupt:
+                    break
+                offset = max_prefix + block_index * block_length
+                block_slice = slice(block_index * block_length, (block_index + 1) * block_length)
+                block_position_ids = position_ids[:, offset : offset + block_length]
+                block_mask = context_mask(offset, offset + block_length, block_length)
+                block_latents = latents[:, block_slice]
+                pinned = repaint_mask if block_index == 0 else torch.zeros_like(repaint_mask)
+                block_latents = torch.where(pinned[..., None], repaint_latents, block_latents)
+                guidance = first_block_guidance if block_index == 0 else guidance_scale
+
+                if do_classifier_free_guidance:
+                    model_position_ids = torch.cat([block_position_ids, unconditional_position_ids])
+                    model_mask = torch.cat([block_mask, torch.ones_like(block_mask)])
+                else:
+                    model_position_ids, model_mask = block_position_ids, block_mask
+
+                self.scheduler.set_timesteps(num_inference_steps, device=device)
+                for step_index, t in enumerate(self.scheduler.timesteps):
+                    if self.interrupt:
+                        break
+                    timestep = torch.where(pinned, 0.0, t)
+                    model_input = block_latents.to(self.transformer.dtype)
+                    if do_classifier_free_guidance:
+                        model_input, timestep = torch.cat([model_input] * 2), torch.cat([timestep] * 2)
+                    velocity = self.transformer(
+                        model_input,
+                        timestep,
+                        position_ids=model_position_ids,
+                        attention_mask=model_mask,
+                        kv_cache=transformer_cache,
+                        cache_offset=offset,
+                    ).sample.float()
+                    if do_classifier_free_guidance:
+                        velocity_cond, velocity_uncond = velocity.chunk(2)
+                        velocity = velocity_uncond + guidance * (velocity_cond - velocity_uncond)
+                    block_latents = self.scheduler.step(velocity, t, block_latents).prev_sample
+                    block_latents = torch.where(pinned[..., None], repaint_latents, block_latents)
+
+                    if callback_on_step_end is not None:
+                        callback_kwargs = {"latents": block_latents}
+                        callback_outputs = callback_on_step_end(
+                            self, block_index * num_inference_steps + step_index, t, callback_kwargs
+                        )
+                        block_latents = callback_outputs.pop("latents", block_latents)
+
+                # Decode the clean block (appending it to the decoder cache) and sample its tokens.
+                clean_latents[:, block_slice] = block_latents
+                logits = self.vae.decode(
+                    block_latents,
+                    position_ids=block_position_ids,
+                    attention_mask=context_mask(offset, offset + block_length, self.vae.config.block_size),
+                    kv_cache=vae_cache,
+                    cache_offset=offset,
+                ).logits
+                token_slice = slice(block_index * tokens_per_block, (block_index + 1) * tokens_per_block)
+                tokens[:, token_slice] = sample_tokens(
+                    logits,
+                    history=tokens[:, : token_slice.start],
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    repetition_penalty=repetition_penalty,
+                    generator=generator,
+                )
+                num_generated_blocks += 1
+                progress_bar.update()
+
+                block_tokens = tokens[:, token_slice]
+                is_stop = torch.isin(block_tokens, stop_ids) & is_new_token[:, token_slice]
+                finished |= is_stop.any(dim=1)
+                if eos_early_stop and bool(finished.all()):
+                    break
+                # Commit the clean block to the DiT cache for the blocks that follow.
+                if block_index + 1 < num_blocks:
+                    self.transformer(
+                        block_latents.to(self.transformer.dtype),
+                        torch.zeros(batch_size, device=device),
+                        position_ids=block_position_ids,
+                        attention_mask=block_mask,
+                        kv_cache=transformer_cache,
+                        cache_offset=offset,
+                    )
+
+        # 6. Trim the repainted prompt tokens, cut at the first stop token, pad to `gen_length`.
+        sequences = torch.full((batch_size, gen_length), pad_token_id, dtype=torch.long, device=device)
+        lengths = []
+        for row in range(batch_size):
+            start = int(num_trimmed_tokens[row])
+            new_tokens = tokens[row, start : min(start + gen_length, num_generated_blocks * tokens_per_block)]
+            length = len(new_tokens)
+            if eos_early_stop:
+                stop_positions = torch.isin(new_tokens, stop_ids).nonzero()
+                if len(stop_positions):
+                    length = int(stop_positions[0]) + 1
+            sequences[row, :length] = new_tokens[:length]
+            lengths.append(length)
+
+        texts = None
+        if output_type == "text":
+            texts = self.tokenizer.batch_decode(
+                [sequence[:length] for sequence, length in zip(sequences.tolist(), lengths)], skip_special_tokens=True
+            )
+        output_latents = clean_latents if output_type == "latent" else None
+
+        self.maybe_free_model_hooks()
+
+        if not return_dict:
+            return (sequences, texts, output_latents)
+        return ColaDLMPipelineOutput(sequences=sequences, texts=texts, latents=output_latents)
