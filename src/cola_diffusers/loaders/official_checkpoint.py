@@ -5,6 +5,7 @@ import os
 import re
 
 import torch
+from accelerate import init_empty_weights
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -175,7 +176,8 @@ def load_official_transformer(folder: str, dtype: torch.dtype | None = None) -> 
     """Builds a [`ColaTransformer1DModel`] from an official `cola_dlm/cola_dit` folder."""
     config = transformer_config_from_official(_read_json(os.path.join(folder, "config.json")))
     state_dict = _read_state_dict(folder)
-    model = ColaTransformer1DModel(**config)
+    with init_empty_weights():
+        model = ColaTransformer1DModel(**config)
     # Every official block stores the same RoPE frequencies; the model keeps one copy.
     rope_frequencies = [state_dict.pop(key) for key in list(state_dict) if _DIT_ROPE_KEY.fullmatch(key)]
     if any(not torch.equal(freqs, rope_frequencies[0]) for freqs in rope_frequencies):
@@ -183,19 +185,19 @@ def load_official_transformer(folder: str, dtype: torch.dtype | None = None) -> 
     state_dict = _rename(state_dict, _DIT_KEY_MAP, folder)
     if rope_frequencies:
         state_dict["rotary_embedder.inv_freq"] = rope_frequencies[0].float()
-    _load_into(model, state_dict, folder)
-    return model.to(dtype) if dtype is not None else model
+    return _load_into(model, state_dict, folder, dtype)
 
 
 def load_official_vae(folder: str, dtype: torch.dtype | None = None) -> AutoencoderKLColaText:
     """Builds an [`AutoencoderKLColaText`] from an official `cola_dlm/cola_vae` folder."""
     config = vae_config_from_official(_read_json(os.path.join(folder, "config.json")))
-    model = AutoencoderKLColaText(**config)
-    _load_into(model, _rename(_read_state_dict(folder), _VAE_KEY_MAP, folder), folder)
-    return model.to(dtype) if dtype is not None else model
+    with init_empty_weights():
+        model = AutoencoderKLColaText(**config)
+    return _load_into(model, _rename(_read_state_dict(folder), _VAE_KEY_MAP, folder), folder, dtype)
 
 
-def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str):
+def _load_into(model, state_dict: dict[str, torch.Tensor], source: str, dtype: torch.dtype | None):
+    """Checks names and shapes, then assigns the weights (parameters cast to `dtype`, buffers kept) to `model`."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     if missing:
@@ -206,5 +208,8 @@ def _load_into(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sour
                 f"Weight `{key}` in {source} has shape {tuple(tensor.shape)}, the config implies "
                 f"{tuple(expected[key].shape)}."
             )
-    model.load_state_dict(state_dict, strict=True)
-    model.eval()
+    parameter_names = {name for name, _ in model.named_parameters()}
+    if dtype is not None:
+        state_dict = {key: t.to(dtype) if key in parameter_names else t for key, t in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()

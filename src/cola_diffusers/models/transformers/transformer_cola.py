@@ -40,6 +40,7 @@ class ColaRotaryEmbedding(nn.Module):
     RoPE tables `(cos, sin)` of interleaved pairs over the first `rope_dim` channels of a head.
 
     The frequencies are a saved buffer because checkpoints carry them (possibly rounded to their storage dtype).
+    They stay in fp32 when the model is cast: rounding them would move the angles of distant positions.
     """
 
     def __init__(self, rope_dim: int, theta: float = 10000.0):
@@ -47,9 +48,15 @@ class ColaRotaryEmbedding(nn.Module):
         inv_freq = 1.0 / theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim)
         self.register_buffer("inv_freq", inv_freq)
 
+    def _apply(self, fn, recurse=True):
+        inv_freq = self.inv_freq
+        super()._apply(fn, recurse)
+        self.inv_freq = inv_freq.to(device=self.inv_freq.device)
+        return self
+
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`position_ids (B, S)` → `cos, sin` of shape `(B, S, 1, rope_dim)`, fp32."""
-        angles = position_ids.float()[..., None] * self.inv_freq.float()
+        angles = position_ids.float()[..., None] * self.inv_freq
         angles = angles.repeat_interleave(2, dim=-1).unsqueeze(-2)
         return angles.cos(), angles.sin()
 

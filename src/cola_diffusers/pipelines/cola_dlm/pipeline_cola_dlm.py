@@ -86,7 +86,8 @@ class ColaDLMPipeline(DiffusionPipeline):
         tokenizer: PreTrainedTokenizerFast,
     ):
         super().__init__()
-        latent_channels = (transformer.config.in_channels, transformer.config.out_channels)
+        in_channels = transformer.config.in_channels
+        latent_channels = (in_channels, transformer.config.out_channels or in_channels)
         if latent_channels != (vae.config.latent_dim,) * 2:
             raise ValueError(
                 f"The VAE's `latent_dim` ({vae.config.latent_dim}) must equal the transformer's `in_channels` and "
@@ -127,8 +128,8 @@ class ColaDLMPipeline(DiffusionPipeline):
         Loads a pipeline from a diffusers-format folder (`model_index.json`) or from the official release layout
         (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`, `tokenizer.json`), local or a Hub repo id.
 
-        Keyword arguments are those of [`~diffusers.DiffusionPipeline.from_pretrained`]; `torch_dtype` (or `dtype`)
-        also applies to the official layout.
+        Keyword arguments are those of [`~diffusers.DiffusionPipeline.from_pretrained`]; `dtype` also applies to
+        the official layout.
         """
         folder = str(pretrained_model_name_or_path)
         if not os.path.isdir(folder):
@@ -140,7 +141,8 @@ class ColaDLMPipeline(DiffusionPipeline):
                 local_files_only=kwargs.pop("local_files_only", False),
             )
         if is_official_layout(folder):
-            return cls.from_official_checkpoint(folder, torch_dtype=kwargs.pop("torch_dtype", kwargs.pop("dtype", None)))
+            dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+            return cls.from_official_checkpoint(folder, dtype=dtype)
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
             raise FileNotFoundError(
                 f"{folder} holds neither a diffusers pipeline (`model_index.json`) nor the official Cola-DLM layout "
@@ -149,11 +151,11 @@ class ColaDLMPipeline(DiffusionPipeline):
         return super().from_pretrained(folder, **kwargs)
 
     @classmethod
-    def from_official_checkpoint(cls, folder: str, torch_dtype: torch.dtype | None = None) -> "ColaDLMPipeline":
-        """Builds the pipeline from a folder in the official release layout."""
+    def from_official_checkpoint(cls, folder: str, dtype: torch.dtype | None = None) -> "ColaDLMPipeline":
+        """Builds the pipeline from a folder in the official release layout, with weights in `dtype`."""
         return cls(
-            transformer=load_official_transformer(os.path.join(folder, OFFICIAL_DIT_FOLDER), torch_dtype),
-            vae=load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), torch_dtype),
+            transformer=load_official_transformer(os.path.join(folder, OFFICIAL_DIT_FOLDER), dtype),
+            vae=load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), dtype),
             scheduler=FlowMatchBlockCausalScheduler(),
             tokenizer=load_tokenizer(os.path.join(folder, OFFICIAL_TOKENIZER_FILE)),
         )
@@ -220,8 +222,8 @@ class ColaDLMPipeline(DiffusionPipeline):
         encoding: the pad tokens share the last prompt block and shape its latents, as in training.
 
         Returns:
-            `(prompt_latents, num_prompt_latents)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
-            and the number of latents that hold prompt tokens, `(batch_size,)`.
+            `(prompt_latents, num_prompt_tokens)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
+            and the number of prompt tokens, `(batch_size,)`.
         """
         token_ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         for index, ids in enumerate(token_ids):
@@ -238,8 +240,8 @@ class ColaDLMPipeline(DiffusionPipeline):
 
         posterior = self.vae.encode(input_ids.to(device), attention_mask.to(device)).latent_dist
         prompt_latents = self.vae.normalize_latents(posterior.mode()).float()
-        num_prompt_latents = torch.tensor([-(-len(ids) // patch_size) for ids in token_ids], device=device)
-        return prompt_latents, num_prompt_latents
+        num_prompt_tokens = torch.tensor([len(ids) for ids in token_ids], device=device)
+        return prompt_latents, num_prompt_tokens
 
     def prepare_latents(
         self,
@@ -351,10 +353,11 @@ class ColaDLMPipeline(DiffusionPipeline):
 
         # 1. Encode the prompts. Whole blocks of prompt latents form the prefix; the rest of the prompt is
         #    repainted into the first generated block, whose tokens for it are trimmed from the output.
-        prompt_latents, num_prompt_latents = self.encode_prompt(prompt, block_length, pad_token_id, device)
+        prompt_latents, num_prompt_tokens = self.encode_prompt(prompt, block_length, pad_token_id, device)
+        num_prompt_latents = -(-num_prompt_tokens // patch_size)
         prefix_lengths = num_prompt_latents // block_length * block_length
         num_repainted = num_prompt_latents - prefix_lengths
-        num_trimmed_tokens = num_repainted * patch_size
+        num_trimmed_tokens = num_prompt_tokens - prefix_lengths * patch_size
         tokens_per_block = block_length * patch_size
         num_blocks = -(-(int(num_trimmed_tokens.max()) + gen_length) // tokens_per_block)
 

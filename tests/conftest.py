@@ -1,0 +1,84 @@
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cola_diffusers import AutoencoderKLColaText, ColaDLMPipeline, ColaTransformer1DModel, FlowMatchBlockCausalScheduler
+from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
+
+
+FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "cola_reference")
+
+
+@pytest.fixture(scope="session")
+def fixture_dir():
+    return FIXTURE_DIR
+
+
+@pytest.fixture(scope="session")
+def traces():
+    return load_file(os.path.join(FIXTURE_DIR, "traces.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def trace_runs():
+    with open(os.path.join(FIXTURE_DIR, "traces.json")) as file:
+        return json.load(file)["runs"]
+
+
+@pytest.fixture(scope="session")
+def fixture_pipeline():
+    pipe = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def make_tiny_pipeline(seed: int = 0, transformer_kwargs: dict | None = None, vae_kwargs: dict | None = None):
+    """A randomly initialised pipeline on the fixture's 384-entry tokenizer."""
+    torch.manual_seed(seed)
+    block_size = (transformer_kwargs or {}).get("block_size", 4)
+    transformer = ColaTransformer1DModel(
+        **{
+            "in_channels": 8,
+            "num_layers": 2,
+            "num_attention_heads": 2,
+            "attention_head_dim": 16,
+            "rope_dim": 8,
+            "block_size": block_size,
+            **(transformer_kwargs or {}),
+        }
+    )
+    vae = AutoencoderKLColaText(
+        **{
+            "vocab_size": 384,
+            "latent_dim": 8,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "ffn_dim": 64,
+            "encoder_num_blocks": 1,
+            "decoder_num_blocks": 2,
+            "block_size": block_size,
+            "scaling_factor": 1.2,
+            "shifting_factor": 0.05,
+            **(vae_kwargs or {}),
+        }
+    )
+    # Random LayerNorm affines and larger weights make the tests sensitive to every parameter.
+    with torch.no_grad():
+        for model in (transformer, vae):
+            for parameter in model.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    pipe = ColaDLMPipeline(
+        transformer=transformer.eval(),
+        vae=vae.eval(),
+        scheduler=FlowMatchBlockCausalScheduler(),
+        tokenizer=load_tokenizer(os.path.join(FIXTURE_DIR, "tokenizer.json")),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).norm() / expected.norm()).item()

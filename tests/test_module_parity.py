@@ -1,0 +1,117 @@
+"""The models reproduce the official module outputs recorded in the reference fixture (fp32)."""
+
+import os
+
+import pytest
+import torch
+
+from cola_diffusers import block_causal_mask
+from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
+
+from .conftest import FIXTURE_DIR, relative_error
+
+
+LENGTHS = [4, 12, 8]
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    return load_official_transformer(os.path.join(FIXTURE_DIR, "cola_dlm", "cola_dit"))
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return load_official_vae(os.path.join(FIXTURE_DIR, "cola_dlm", "cola_vae"))
+
+
+def right_pad(sequences):
+    """Stacks variable-length sequences into a batch; returns it with the validity mask."""
+    length = max(len(sequence) for sequence in sequences)
+    batch = sequences[0].new_zeros((len(sequences), length, *sequences[0].shape[1:]))
+    valid = torch.zeros(len(sequences), length, dtype=torch.bool)
+    for row, sequence in enumerate(sequences):
+        batch[row, : len(sequence)] = sequence
+        valid[row, : len(sequence)] = True
+    return batch, valid
+
+
+def unpad(batch, lengths):
+    return torch.cat([row[:length] for row, length in zip(batch, lengths)])
+
+
+@torch.no_grad()
+def test_vae_encode_matches_reference(vae, traces):
+    input_ids, valid = right_pad([traces[f"vae_encode.input_ids.{i}"] for i in range(3)])
+    posterior = vae.encode(input_ids, valid.long()).latent_dist
+    for i, length in enumerate(LENGTHS):
+        assert relative_error(posterior.mean[i, :length], traces[f"vae_encode.mean.{i}"]) < TOLERANCE
+        assert relative_error(posterior.logvar[i, :length], traces[f"vae_encode.logvar.{i}"]) < TOLERANCE
+
+
+@torch.no_grad()
+def test_vae_decode_matches_reference(vae, traces):
+    latents, valid = right_pad(list(traces["vae_decode.z"].split(LENGTHS)))
+    positions = torch.arange(latents.shape[1]).expand(len(LENGTHS), -1)
+    mask = block_causal_mask(positions, positions, valid, vae.config.block_size)
+    logits = vae.decode(latents, attention_mask=mask).logits
+    assert relative_error(unpad(logits, LENGTHS), traces["vae_decode.logits"]) < TOLERANCE
+
+
+@torch.no_grad()
+def test_transformer_full_pass_matches_reference(transformer, traces):
+    hidden_states, valid = right_pad(list(traces["dit_full.x"].split(LENGTHS)))
+    timestep, _ = right_pad(list(traces["dit_full.t"].split(LENGTHS)))
+    positions = torch.arange(hidden_states.shape[1]).expand(len(LENGTHS), -1)
+    mask = block_causal_mask(positions, positions, valid, transformer.config.block_size)
+    output = transformer(hidden_states, timestep, attention_mask=mask).sample
+    assert relative_error(unpad(output, LENGTHS), traces["dit_full.out"]) < TOLERANCE
+
+
+@torch.no_grad()
+def test_transformer_cached_passes_match_reference(transformer, traces):
+    prefix_lengths, block, batch = [8, 0, 4], 4, 3
+    max_prefix = max(prefix_lengths)
+    prefixes = traces["dit_cached.prefix"].split(prefix_lengths)
+    # Left-pad the prefixes so that every block lands in the same cache slots.
+    pad = torch.tensor([max_prefix - length for length in prefix_lengths])
+    positions = torch.arange(max_prefix + block) - pad[:, None]
+    valid = positions >= 0
+    prefix = torch.zeros(batch, max_prefix, 8)
+    for row, sequence in enumerate(prefixes):
+        prefix[row, pad[row] :] = sequence
+
+    cache = transformer.make_kv_cache(batch, max_prefix + block)
+    prefix_mask = block_causal_mask(positions[:, :max_prefix], positions[:, :max_prefix], valid[:, :max_prefix], block)
+    transformer(prefix, torch.zeros(batch), positions[:, :max_prefix], prefix_mask, cache, cache_offset=0)
+
+    query = traces["dit_cached.q"].view(batch, block, 8)
+    timestep = traces["dit_cached.t"].view(batch, block)
+    cond_mask = block_causal_mask(positions[:, max_prefix:], positions, valid, block)
+    cond = transformer(query, timestep, positions[:, max_prefix:], cond_mask, cache, cache_offset=max_prefix).sample
+    uncond = transformer(query, timestep).sample
+    assert relative_error(cond.flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
+    assert relative_error(uncond.flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
+
+    # Both branches in one batched pass: rows beyond the cache's batch attend to their own block only.
+    own_positions = torch.arange(block).expand(batch, -1)
+    both = transformer(
+        torch.cat([query, query]),
+        torch.cat([timestep, timestep]),
+        torch.cat([positions[:, max_prefix:], own_positions]),
+        torch.cat([cond_mask, torch.ones_like(cond_mask)]),
+        cache,
+        cache_offset=max_prefix,
+    ).sample
+    assert relative_error(both[:batch].flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
+    assert relative_error(both[batch:].flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
+
+
+def test_timestep_is_rounded_to_bfloat16(transformer):
+    hidden_states = torch.randn(1, 4, 8)
+    with torch.no_grad():
+        at_875 = transformer(hidden_states, torch.tensor([875.0])).sample
+        at_876 = transformer(hidden_states, torch.tensor([876.0])).sample
+        at_880 = transformer(hidden_states, torch.tensor([880.0])).sample
+    assert torch.equal(at_875, at_876)
+    assert not torch.equal(at_876, at_880)
