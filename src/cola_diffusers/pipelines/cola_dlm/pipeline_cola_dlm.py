@@ -213,10 +213,16 @@ class ColaDLMPipeline(DiffusionPipeline):
             )
 
     def encode_prompt(
-        self, prompt: list[str], block_length: int, pad_token_id: int, device: torch.device
+        self,
+        prompt: list[str],
+        block_length: int,
+        pad_token_id: int,
+        device: torch.device,
+        max_sequence_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.LongTensor]:
         """
-        Tokenises the prompts and encodes them into normalised latents (posterior means).
+        Tokenises the prompts and encodes them into normalised latents (posterior means). Prompts of more than
+        `max_sequence_length` tokens raise a `ValueError`.
 
         Every prompt is right-padded with `pad_token_id` to a multiple of `patch_size * block_length` tokens before
         encoding: the pad tokens share the last prompt block and shape its latents, as in training.
@@ -229,6 +235,11 @@ class ColaDLMPipeline(DiffusionPipeline):
         for index, ids in enumerate(token_ids):
             if len(ids) == 0:
                 raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
+            if max_sequence_length is not None and len(ids) > max_sequence_length:
+                raise ValueError(
+                    f"`prompt[{index}]` has {len(ids)} tokens; at most {max_sequence_length} fit with this "
+                    f"`gen_length` (the tokenizer's `model_max_length` is {self.tokenizer.model_max_length})."
+                )
         patch_size = self.vae.config.patch_size
         chunk = patch_size * block_length
         padded_lengths = [-(-len(ids) // chunk) * chunk for ids in token_ids]
@@ -323,7 +334,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        block_length = block_length or self.transformer.config.block_size
+        block_length = self.transformer.config.block_size if block_length is None else block_length
         pad_token_id = self.pad_token_id if pad_token_id is None else pad_token_id
         self.check_inputs(
             prompt,
@@ -353,7 +364,10 @@ class ColaDLMPipeline(DiffusionPipeline):
 
         # 1. Encode the prompts. Whole blocks of prompt latents form the prefix; the rest of the prompt is
         #    repainted into the first generated block, whose tokens for it are trimmed from the output.
-        prompt_latents, num_prompt_tokens = self.encode_prompt(prompt, block_length, pad_token_id, device)
+        max_sequence_length = self.tokenizer.model_max_length - gen_length
+        prompt_latents, num_prompt_tokens = self.encode_prompt(
+            prompt, block_length, pad_token_id, device, max_sequence_length
+        )
         num_prompt_latents = -(-num_prompt_tokens // patch_size)
         prefix_lengths = num_prompt_latents // block_length * block_length
         num_repainted = num_prompt_latents - prefix_lengths
@@ -502,23 +516,22 @@ class ColaDLMPipeline(DiffusionPipeline):
 
         # 6. Trim the repainted prompt tokens, cut at the first stop token, pad to `gen_length`.
         sequences = torch.full((batch_size, gen_length), pad_token_id, dtype=torch.long, device=device)
-        lengths = []
+        text_token_ids = []
         for row in range(batch_size):
             start = int(num_trimmed_tokens[row])
             new_tokens = tokens[row, start : min(start + gen_length, num_generated_blocks * tokens_per_block)]
-            length = len(new_tokens)
+            text_length = len(new_tokens)
             if eos_early_stop:
                 stop_positions = torch.isin(new_tokens, stop_ids).nonzero()
                 if len(stop_positions):
-                    length = int(stop_positions[0]) + 1
-            sequences[row, :length] = new_tokens[:length]
-            lengths.append(length)
+                    text_length = int(stop_positions[0])
+                    new_tokens = new_tokens[: text_length + 1]
+            sequences[row, : len(new_tokens)] = new_tokens
+            text_token_ids.append(new_tokens[:text_length].tolist())
 
         texts = None
         if output_type == "text":
-            texts = self.tokenizer.batch_decode(
-                [sequence[:length] for sequence, length in zip(sequences.tolist(), lengths)], skip_special_tokens=True
-            )
+            texts = self.tokenizer.batch_decode(text_token_ids, skip_special_tokens=True)
         output_latents = clean_latents if output_type == "latent" else None
 
         self.maybe_free_model_hooks()

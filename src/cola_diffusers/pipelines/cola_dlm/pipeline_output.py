@@ -13,7 +13,7 @@ class ColaDLMPipelineOutput(BaseOutput):
         sequences (`torch.LongTensor` of shape `(batch_size, gen_length)`):
             The new token ids (the prompt is stripped off), padded with the pad token after a stop token.
         texts (`list[str]`, *optional*):
-            The decoded new text of every prompt, up to its stop token. Set for `output_type="text"`.
+            The decoded new text of every prompt, up to (without) its stop token. Set for `output_type="text"`.
         latents (`torch.Tensor` of shape `(batch_size, num_blocks * block_length, latent_dim)`, *optional*):
             The clean latents of every generated block in the DiT's normalised space. Set for `output_type="latent"`.
     """

@@ -1,0 +1,80 @@
+"""Bad input raises a ValueError that names the argument and what it accepts."""
+
+import pytest
+import torch
+
+from cola_diffusers import ColaDLMPipeline, ColaTransformer1DModel
+
+from .conftest import make_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_tiny_pipeline()
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"prompt": []}, "`prompt` must be a string or a non-empty list"),
+        ({"prompt": None}, "`prompt` must be a string or a non-empty list"),
+        ({"prompt": ["fine", 3]}, r"`prompt\[1\]` must be a string"),
+        ({"prompt": ""}, r"`prompt\[0\]` is empty"),
+        ({"gen_length": 0}, "`gen_length` must be an integer >= 1"),
+        ({"gen_length": 2.5}, "`gen_length` must be an integer >= 1"),
+        ({"block_length": 0}, "`block_length` must be an integer >= 1"),
+        ({"num_inference_steps": 0}, "`num_inference_steps` must be an integer >= 1"),
+        ({"guidance_scale": -1.0}, "`guidance_scale` must be >= 0"),
+        ({"temperature": -0.5}, "`temperature` must be >= 0"),
+        ({"top_k": 0}, "`top_k` must be an integer >= 1"),
+        ({"top_p": 1.5}, r"`top_p` must be in \(0, 1\]"),
+        ({"repetition_penalty": 0.0}, "`repetition_penalty` must be > 0"),
+        ({"output_type": "np"}, "`output_type` must be one of"),
+        ({"callback_on_step_end_tensor_inputs": ["noise"]}, "`callback_on_step_end_tensor_inputs` has to be in"),
+        ({"latents": torch.randn(1, 3, 8)}, r"`latents` must have shape \(1, 4, 8\)"),
+    ],
+)
+def test_bad_call_arguments_raise(pipe, kwargs, message):
+    arguments = {"prompt": "the river story.", "gen_length": 4, "num_inference_steps": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pipe(**arguments)
+
+
+def test_prompt_longer_than_the_model_allows(pipe):
+    pipe.tokenizer.model_max_length = 12
+    try:
+        with pytest.raises(ValueError, match=r"`prompt\[0\]` has 30 tokens; at most 8 fit"):
+            pipe("Question: What is the capital of France? Answer:", gen_length=4)
+    finally:
+        pipe.tokenizer.model_max_length = int(1e30)
+
+
+def test_missing_pad_token_needs_an_explicit_one(pipe):
+    pipe.tokenizer.pad_token = None
+    try:
+        with pytest.raises(ValueError, match="`pad_token_id` is required"):
+            pipe("the river story.", gen_length=4)
+        assert pipe("the river story.", gen_length=4, pad_token_id=2, num_inference_steps=1).sequences.shape == (1, 4)
+    finally:
+        pipe.tokenizer.pad_token = "<|pad|>"
+
+
+def test_mismatched_vae_and_transformer_are_rejected(pipe):
+    transformer = ColaTransformer1DModel(in_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=16, rope_dim=8)
+    with pytest.raises(ValueError, match=r"The VAE's `latent_dim` \(8\) must equal the transformer's `in_channels`"):
+        ColaDLMPipeline(transformer=transformer, vae=pipe.vae, scheduler=pipe.scheduler, tokenizer=pipe.tokenizer)
+
+
+def test_transformer_rejects_wrong_shapes(pipe):
+    transformer = pipe.transformer
+    with pytest.raises(ValueError, match="`hidden_states` must have 8 channels"):
+        transformer(torch.randn(1, 4, 5), torch.zeros(1))
+    with pytest.raises(ValueError, match=r"`timestep` must have shape \(1,\) or \(1, 4\)"):
+        transformer(torch.randn(1, 4, 8), torch.zeros(2, 4))
+
+
+def test_vae_rejects_wrong_shapes(pipe):
+    with pytest.raises(ValueError, match=r"`latents` must have shape \(batch_size, num_latents, 8\)"):
+        pipe.vae.decode(torch.randn(1, 4, 3))
+    with pytest.raises(ValueError, match="`input_ids` must have shape"):
+        pipe.vae.encode(torch.zeros(4, dtype=torch.long))

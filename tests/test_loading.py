@@ -1,0 +1,130 @@
+"""Loading the official layout and the diffusers format, and the errors of broken checkpoints."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cola_diffusers import ColaDLMPipeline
+
+from .conftest import FIXTURE_DIR
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def official_copy(tmp_path):
+    target = tmp_path / "official"
+    shutil.copytree(FIXTURE_DIR, target)
+    return target
+
+
+def test_official_layout_loads_with_special_tokens(fixture_pipeline):
+    assert fixture_pipeline.transformer.config.block_size == 4
+    assert fixture_pipeline.vae.config.scaling_factor == 1.3
+    assert fixture_pipeline.vae.config.shifting_factor == 0.1
+    assert (fixture_pipeline.pad_token_id, fixture_pipeline.stop_token_ids) == (2, [0, 1])
+
+
+def test_official_layout_loads_in_bfloat16_with_fp32_rope():
+    pipe = ColaDLMPipeline.from_pretrained(FIXTURE_DIR, dtype=torch.bfloat16)
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    assert pipe.transformer.rotary_embedder.inv_freq.dtype == torch.float32
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe("the river story.", gen_length=4, num_inference_steps=2).sequences.shape == (1, 4)
+
+
+@pytest.mark.parametrize(
+    "relative_path",
+    ["cola_dlm/cola_dit/model.safetensors", "cola_dlm/cola_vae/config.json", "tokenizer.json"],
+)
+def test_missing_official_file_is_named(official_copy, relative_path):
+    os.remove(official_copy / relative_path)
+    with pytest.raises(FileNotFoundError, match=os.path.basename(relative_path)):
+        ColaDLMPipeline.from_pretrained(official_copy)
+
+
+def test_corrupt_official_weights_are_named(official_copy):
+    weights = official_copy / "cola_dlm" / "cola_vae" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="model.safetensors` is not a readable safetensors file"):
+        ColaDLMPipeline.from_pretrained(official_copy)
+
+
+def test_corrupt_official_config_is_named(official_copy):
+    (official_copy / "cola_dlm" / "cola_dit" / "config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="config.json` is not valid JSON"):
+        ColaDLMPipeline.from_pretrained(official_copy)
+
+
+def test_config_that_disagrees_with_weights_is_reported(official_copy):
+    config_path = official_copy / "cola_dlm" / "cola_dit" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["txt_dim"] = config["emb_dim"] = 128
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="has shape .* the config implies"):
+        ColaDLMPipeline.from_pretrained(official_copy)
+
+
+def test_mismatched_vae_and_dit_latent_dims_are_rejected(official_copy, tmp_path):
+    other = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)
+    config_path = official_copy / "cola_dlm" / "cola_dit" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["txt_in_channels"] = config["txt_out_channels"] = 4
+    config_path.write_text(json.dumps(config))
+    weights_path = official_copy / "cola_dlm" / "cola_dit" / "model.safetensors"
+    weights = load_file(weights_path)
+    weights["txt_in.proj.weight"] = weights["txt_in.proj.weight"][:, :4].contiguous()
+    weights["txt_out.proj.weight"] = weights["txt_out.proj.weight"][:4].contiguous()
+    weights["txt_out.proj.bias"] = weights["txt_out.proj.bias"][:4].contiguous()
+    save_file(weights, weights_path)
+    with pytest.raises(ValueError, match=r"`latent_dim` \(8\) must equal the transformer's `in_channels`"):
+        ColaDLMPipeline.from_pretrained(official_copy)
+    assert other.vae.config.latent_dim == 8
+
+
+def test_unsupported_official_vae_option_is_named(official_copy):
+    config_path = official_copy / "cola_dlm" / "cola_vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["act"] = "gelu"
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"VAE config `act='gelu'` is not supported; accepted: \['swiglu'\]"):
+        ColaDLMPipeline.from_pretrained(official_copy)
+
+
+def test_folder_with_neither_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a diffusers pipeline"):
+        ColaDLMPipeline.from_pretrained(tmp_path)
+
+
+def test_missing_file_in_diffusers_format(fixture_pipeline, tmp_path):
+    fixture_pipeline.save_pretrained(tmp_path)
+    os.remove(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(OSError, match="diffusion_pytorch_model"):
+        ColaDLMPipeline.from_pretrained(tmp_path)
+
+
+def test_conversion_script_writes_a_loadable_pipeline(tmp_path):
+    output = tmp_path / "converted"
+    script = os.path.join(REPO_ROOT, "scripts", "convert_cola_dlm_to_diffusers.py")
+    command = [sys.executable, script, "--checkpoint_path", FIXTURE_DIR, "--output_path", str(output), "--dtype", "bf16"]
+    subprocess.run(command, check=True, capture_output=True)
+    assert json.loads((output / "model_index.json").read_text())["_class_name"] == "ColaDLMPipeline"
+    stored = load_file(output / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert stored["proj_in.weight"].dtype == torch.bfloat16
+    assert stored["rotary_embedder.inv_freq"].dtype == torch.float32
+    pipe = ColaDLMPipeline.from_pretrained(output, dtype=torch.bfloat16)
+    assert pipe.transformer.dtype == torch.bfloat16
+
+    not_official = subprocess.run(
+        [sys.executable, script, "--checkpoint_path", str(output), "--output_path", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+    )
+    assert not_official.returncode == 2 and "is not in the official layout" in not_official.stderr

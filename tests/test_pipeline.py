@@ -1,0 +1,128 @@
+"""Behaviour of ColaDLMPipeline beyond parity: stopping, batching, outputs, callbacks, randomness."""
+
+import pytest
+import torch
+
+from .conftest import make_tiny_pipeline
+
+
+PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return make_tiny_pipeline(seed=3)
+
+
+def generate(pipe, prompts=PROMPTS, **kwargs):
+    arguments = {"gen_length": 10, "num_inference_steps": 3, "guidance_scale": 3.0, "eos_early_stop": False}
+    return pipe(prompts, **{**arguments, **kwargs})
+
+
+def test_output_shapes_and_types(pipe):
+    text = generate(pipe)
+    assert text.sequences.shape == (3, 10) and text.sequences.dtype == torch.long
+    assert len(text.texts) == 3 and all(isinstance(t, str) for t in text.texts) and text.latents is None
+    latent = generate(pipe, output_type="latent", generator=torch.Generator().manual_seed(0))
+    # The longest re-emitted prompt tail is 2 tokens: 2 + 10 tokens need 3 blocks of 4.
+    assert latent.latents.shape == (3, 12, 8) and latent.texts is None
+    sequences, texts, latents = generate(pipe, output_type="pt", return_dict=False)
+    assert sequences.shape == (3, 10) and texts is None and latents is None
+
+
+def test_same_seed_same_output_and_other_seed_differs(pipe):
+    first = generate(pipe, output_type="latent", generator=torch.Generator().manual_seed(7))
+    again = generate(pipe, output_type="latent", generator=torch.Generator().manual_seed(7))
+    other = generate(pipe, output_type="latent", generator=torch.Generator().manual_seed(8))
+    assert torch.equal(first.latents, again.latents)
+    assert not torch.allclose(first.latents, other.latents)
+
+
+def test_each_prompt_in_a_batch_matches_the_prompt_alone(pipe):
+    noise = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
+    batch = generate(pipe, latents=noise, output_type="latent")
+    for row, prompt in enumerate(PROMPTS):
+        alone = generate(pipe, [prompt], latents=noise[row : row + 1], output_type="latent")
+        torch.testing.assert_close(alone.latents[0], batch.latents[row], rtol=1e-5, atol=1e-5)
+        assert alone.sequences[0].tolist() == batch.sequences[row].tolist()
+
+
+def test_stop_token_ends_the_sequence_and_the_text(pipe):
+    noise = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
+    free = generate(pipe, latents=noise)
+    stop_id = int(free.sequences[0, 3])
+    first_stop = free.sequences[0].tolist().index(stop_id)
+    stopped = generate(pipe, latents=noise, eos_early_stop=True, eos_token_id=stop_id)
+    row = stopped.sequences[0].tolist()
+    assert row[: first_stop + 1] == free.sequences[0, : first_stop + 1].tolist()
+    assert row[first_stop + 1 :] == [pipe.pad_token_id] * (10 - first_stop - 1)
+    expected_text = pipe.tokenizer.decode(free.sequences[0, :first_stop].tolist(), skip_special_tokens=True)
+    assert stopped.texts[0] == expected_text
+
+
+def test_generation_stops_once_every_prompt_has_stopped(pipe):
+    blocks_run = []
+    noise = torch.randn(1, 12, 8, generator=torch.Generator().manual_seed(0))
+    free = generate(pipe, ["the river story."], latents=noise)
+    stop_id = int(free.sequences[0, 0])
+
+    def count_blocks(pipeline, step, timestep, callback_kwargs):
+        blocks_run.append(step // 3)
+        return callback_kwargs
+
+    generate(pipe, ["the river story."], latents=noise, eos_early_stop=True, eos_token_id=stop_id,
+             callback_on_step_end=count_blocks)
+    assert sorted(set(blocks_run)) == [0]
+
+
+def test_guidance_scale_one_runs_a_single_branch(pipe):
+    rows_per_call = []
+    handle = pipe.transformer.register_forward_hook(lambda module, args, output: rows_per_call.append(args[0].shape[0]))
+    try:
+        generate(pipe, ["the river story."], guidance_scale=1.0)
+        single = list(rows_per_call)
+        rows_per_call.clear()
+        generate(pipe, ["the river story."], guidance_scale=3.0)
+    finally:
+        handle.remove()
+    assert max(single) == 1
+    assert 2 in rows_per_call
+
+
+def test_callback_sees_the_block_and_can_edit_it(pipe):
+    noise = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def record(pipeline, step, timestep, callback_kwargs):
+        seen.append((step, float(timestep), tuple(callback_kwargs["latents"].shape)))
+        return callback_kwargs
+
+    baseline = generate(pipe, latents=noise, output_type="latent", callback_on_step_end=record)
+    assert [s[0] for s in seen] == list(range(9))
+    assert {s[2] for s in seen} == {(3, 4, 8)}
+    assert pipe.num_timesteps == 9
+
+    def push(pipeline, step, timestep, callback_kwargs):
+        return {"latents": callback_kwargs["latents"] + 1.0}
+
+    edited = generate(pipe, latents=noise, output_type="latent", callback_on_step_end=push)
+    assert not torch.allclose(edited.latents, baseline.latents)
+
+
+def test_temperature_sampling_is_seeded(pipe):
+    kwargs = {"temperature": 1.0, "top_k": 20, "top_p": 0.9}
+    first = generate(pipe, generator=torch.Generator().manual_seed(1), **kwargs)
+    again = generate(pipe, generator=torch.Generator().manual_seed(1), **kwargs)
+    greedy = generate(pipe, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first.sequences, again.sequences)
+    assert not torch.equal(first.sequences, greedy.sequences)
+
+
+def test_save_and_load_round_trip_generates_the_same(pipe, tmp_path):
+    from cola_diffusers import ColaDLMPipeline
+
+    pipe.save_pretrained(tmp_path)
+    reloaded = ColaDLMPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    noise = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(generate(pipe, latents=noise).sequences, generate(reloaded, latents=noise).sequences)
