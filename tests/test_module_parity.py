@@ -81,14 +81,17 @@ def test_transformer_cached_passes_match_reference(transformer, traces):
     for row, sequence in enumerate(prefixes):
         prefix[row, pad[row] :] = sequence
 
+    slots = torch.arange(max_prefix + block)
     cache = transformer.make_kv_cache(batch, max_prefix + block)
-    prefix_mask = block_causal_mask(positions[:, :max_prefix], positions[:, :max_prefix], valid[:, :max_prefix], block)
-    transformer(prefix, torch.zeros(batch), positions[:, :max_prefix], prefix_mask, cache, cache_offset=0)
+    prefix_valid = valid & (slots < max_prefix)
+    prefix_mask = block_causal_mask(positions[:, :max_prefix], positions, prefix_valid, block, slots[:max_prefix])
+    transformer(prefix, torch.zeros(batch), positions[:, :max_prefix], prefix_mask, cache, slots[:max_prefix])
 
     query = traces["dit_cached.q"].view(batch, block, 8)
     timestep = traces["dit_cached.t"].view(batch, block)
-    cond_mask = block_causal_mask(positions[:, max_prefix:], positions, valid, block)
-    cond = transformer(query, timestep, positions[:, max_prefix:], cond_mask, cache, cache_offset=max_prefix).sample
+    block_slots = slots[max_prefix:]
+    cond_mask = block_causal_mask(positions[:, max_prefix:], positions, valid, block, block_slots)
+    cond = transformer(query, timestep, positions[:, max_prefix:], cond_mask, cache, block_slots).sample
     uncond = transformer(query, timestep).sample
     assert relative_error(cond.flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
     assert relative_error(uncond.flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
@@ -99,9 +102,9 @@ def test_transformer_cached_passes_match_reference(transformer, traces):
         torch.cat([query, query]),
         torch.cat([timestep, timestep]),
         torch.cat([positions[:, max_prefix:], own_positions]),
-        torch.cat([cond_mask, torch.ones_like(cond_mask)]),
+        cond_mask,
         cache,
-        cache_offset=max_prefix,
+        block_slots,
     ).sample
     assert relative_error(both[:batch].flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
     assert relative_error(both[batch:].flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE

@@ -8,9 +8,10 @@ class ColaKVCache:
     """
     Preallocated keys and values of every attention layer of one model, for one batch of requests.
 
-    Slot `j` of row `b` holds the key/value of one token or latent. A forward pass with `kv_cache=cache` and
-    `cache_offset=o` writes the keys and values of its `S` positions into slots `[o, o + S)` in place and attends
-    over slots `[0, o + S)`; slots are never reallocated.
+    Slot `j` of row `b` holds the key/value of one token or latent. A forward pass with `kv_cache=cache` writes the
+    keys/values of its positions into the slots `cache_position` in place and attends over all slots, with an
+    attention mask that hides the slots not written yet. Shapes never change during a request, which keeps
+    `torch.compile` from recompiling.
 
     Args:
         num_layers (`int`): Number of attention layers of the model.
@@ -43,16 +44,9 @@ class ColaKVCache:
     def max_length(self) -> int:
         return self.keys.shape[2]
 
-    def update(
-        self, layer_idx: int, key: torch.Tensor, value: torch.Tensor, offset: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Writes `key`/`value` `(B, S, H, D)` at slots `[offset, offset + S)`; returns the slots `[0, offset + S)`."""
-        end = offset + key.shape[1]
-        if end > self.max_length:
-            raise ValueError(f"The cache holds {self.max_length} positions; writing up to {end} does not fit.")
-        self.keys[layer_idx, :, offset:end] = key
-        self.values[layer_idx, :, offset:end] = value
-        return self.keys[layer_idx, :, :end], self.values[layer_idx, :, :end]
+    def layer(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `(keys, values)` buffers of one layer, each `(batch_size, max_length, num_heads, head_dim)`."""
+        return self.keys[layer_idx], self.values[layer_idx]
 
 
 def block_causal_mask(
@@ -60,18 +54,20 @@ def block_causal_mask(
     key_positions: torch.Tensor,
     key_valid: torch.Tensor,
     block_size: int,
+    query_key_index: torch.LongTensor | None = None,
 ) -> torch.Tensor:
     """
     Boolean attention mask of block-causal attention: bidirectional inside a block, causal across blocks.
 
-    The keys end with the queries' own positions (a pass attends to the cache, then to itself). Every query also
-    attends to its own key, so that padding queries never see an empty row.
+    Every query also attends to its own key, so that padding queries never see an empty row.
 
     Args:
         query_positions (`torch.LongTensor` of shape `(B, S_q)`): Position of every query in its sequence.
-        key_positions (`torch.LongTensor` of shape `(B, S_k)`): Position of every key, `S_k >= S_q`.
-        key_valid (`torch.BoolTensor` of shape `(B, S_k)`): False for padding keys.
+        key_positions (`torch.LongTensor` of shape `(B, S_k)`): Position of every key.
+        key_valid (`torch.BoolTensor` of shape `(B, S_k)`): False for padding keys and unwritten cache slots.
         block_size (`int`): Latents per block.
+        query_key_index (`torch.LongTensor` of shape `(S_q,)`, *optional*): Index of every query's own key
+            (its cache slot); default the last `S_q` keys.
 
     Returns:
         `torch.BoolTensor` of shape `(B, 1, S_q, S_k)`, True where the query may attend to the key.
@@ -80,19 +76,19 @@ def block_causal_mask(
     key_block = torch.div(key_positions, block_size, rounding_mode="floor")
     mask = key_valid[:, None, :] & (key_block[:, None, :] <= query_block[:, :, None])
     num_queries, num_keys = query_positions.shape[1], key_positions.shape[1]
-    own_key = torch.arange(num_keys, device=mask.device) == (
-        torch.arange(num_queries, device=mask.device)[:, None] + (num_keys - num_queries)
-    )
+    if query_key_index is None:
+        query_key_index = torch.arange(num_keys - num_queries, num_keys, device=mask.device)
+    own_key = torch.arange(num_keys, device=mask.device) == query_key_index[:, None]
     return (mask | own_key).unsqueeze(1)
 
 
 class ColaAttnProcessor:
     """
-    Runs attention through diffusers' attention dispatcher, optionally reading and writing a [`ColaKVCache`].
+    Runs attention through diffusers' attention dispatcher, optionally writing to and reading a layer's cache.
 
-    Rows `[0, kv_cache.batch_size)` write their keys/values at `cache_offset` and attend to the cache; further rows
-    (the unconditional branch of classifier-free guidance) attend to their own positions only, through the last
-    `S` columns of the mask.
+    With a cache, rows `[0, cache_batch_size)` write their keys/values at `cache_position` and attend over every
+    cache slot through `attention_mask`; further rows (the unconditional branch of classifier-free guidance) attend
+    bidirectionally to their own positions only.
     """
 
     _attention_backend = None
@@ -104,23 +100,21 @@ class ColaAttnProcessor:
         key: torch.Tensor,
         value: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        kv_cache: ColaKVCache | None = None,
-        layer_idx: int = 0,
-        cache_offset: int = 0,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         """Attention of `(N, S, H, D)` queries; returns `(N, S, H, D)`."""
-        if kv_cache is None:
+        if layer_cache is None:
             return self._attend(query, key, value, attention_mask)
 
-        num_cached = kv_cache.batch_size
-        cached_keys, cached_values = kv_cache.update(layer_idx, key[:num_cached], value[:num_cached], cache_offset)
-        cached_mask = None if attention_mask is None else attention_mask[:num_cached]
-        hidden_states = self._attend(query[:num_cached], cached_keys, cached_values, cached_mask)
+        cached_keys, cached_values = layer_cache
+        num_cached = cached_keys.shape[0]
+        cached_keys.index_copy_(1, cache_position, key[:num_cached].to(cached_keys.dtype))
+        cached_values.index_copy_(1, cache_position, value[:num_cached].to(cached_values.dtype))
+        hidden_states = self._attend(query[:num_cached], cached_keys, cached_values, attention_mask)
         if query.shape[0] == num_cached:
             return hidden_states
-
-        own_mask = None if attention_mask is None else attention_mask[num_cached:, ..., cache_offset:]
-        uncached = self._attend(query[num_cached:], key[num_cached:], value[num_cached:], own_mask)
+        uncached = self._attend(query[num_cached:], key[num_cached:], value[num_cached:], None)
         return torch.cat([hidden_states, uncached])
 
     def _attend(self, query, key, value, attention_mask):

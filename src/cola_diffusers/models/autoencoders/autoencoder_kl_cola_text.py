@@ -118,9 +118,8 @@ class ColaTextAttention(nn.Module, AttentionModuleMixin):
         hidden_states: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        kv_cache: ColaKVCache | None = None,
-        layer_idx: int = 0,
-        cache_offset: int = 0,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         query, key, value = self.to_qkv(hidden_states).chunk(3, dim=-1)
         query = self.norm_q(query).unflatten(-1, (self.heads, self.head_dim))
@@ -128,7 +127,7 @@ class ColaTextAttention(nn.Module, AttentionModuleMixin):
         value = value.unflatten(-1, (self.heads, self.head_dim))
         query = apply_half_rotary_emb(query, *rotary_emb)
         key = apply_half_rotary_emb(key, *rotary_emb)
-        hidden_states = self.processor(query, key, value, attention_mask, kv_cache, layer_idx, cache_offset)
+        hidden_states = self.processor(query, key, value, attention_mask, layer_cache, cache_position)
         return self.to_out(hidden_states.flatten(2, 3))
 
 
@@ -178,11 +177,10 @@ class ColaTextBlock(nn.Module):
         hidden_states: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        kv_cache: ColaKVCache | None = None,
-        layer_idx: int = 0,
-        cache_offset: int = 0,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        attention_args = (rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+        attention_args = (rotary_emb, attention_mask, layer_cache, cache_position)
         if self.post_norm:
             hidden_states = self.norm_attn(hidden_states) + self.attn(hidden_states, *attention_args)
             return hidden_states + self.norm_ff(self.ff(hidden_states))
@@ -206,12 +204,13 @@ class ColaTextTransformer(nn.Module):
         position_ids: torch.LongTensor,
         attention_mask: torch.Tensor,
         kv_cache: ColaKVCache | None = None,
-        cache_offset: int = 0,
+        cache_position: torch.LongTensor | None = None,
         checkpoint_func=None,
     ) -> torch.Tensor:
         rotary_emb = self.rotary_embedder(position_ids)
         for layer_idx, block in enumerate(self.blocks):
-            args = (hidden_states, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
+            args = (hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
             hidden_states = checkpoint_func(block, *args) if checkpoint_func is not None else block(*args)
         return hidden_states
 
@@ -377,7 +376,7 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         position_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: ColaKVCache | None = None,
-        cache_offset: int = 0,
+        cache_position: torch.LongTensor | None = None,
         return_dict: bool = True,
     ) -> ColaTextDecoderOutput | tuple:
         """
@@ -387,11 +386,12 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
             latents (`torch.Tensor` of shape `(batch_size, num_latents, latent_dim)`): Latents in the DiT's space.
             position_ids (`torch.LongTensor` of shape `(batch_size, num_latents)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
-            attention_mask (`torch.BoolTensor` of shape `(batch_size, 1, num_latents, num_keys)`, *optional*):
-                Keys are the cache slots `[0, cache_offset)` and then `latents`; see [`block_causal_mask`].
+            attention_mask (`torch.BoolTensor`, *optional*):
+                `(batch_size, 1, num_latents, num_keys)`, True where a latent may attend to a key (see
+                [`block_causal_mask`]); the keys are `latents` themselves, or all cache slots with `kv_cache`.
                 Default: block-causal attention over `latents`.
-            kv_cache ([`ColaKVCache`], *optional*): Decoder cache to write (at `cache_offset`) and read.
-            cache_offset (`int`, defaults to 0): First cache slot written by this pass.
+            kv_cache ([`ColaKVCache`], *optional*): Decoder cache to write (at `cache_position`) and read.
+            cache_position (`torch.LongTensor` of shape `(num_latents,)`, *optional*): Cache slots written.
             return_dict (`bool`, defaults to `True`): Return a [`ColaTextDecoderOutput`] instead of a tuple.
 
         Returns:
@@ -406,15 +406,15 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         batch_size, num_latents, _ = latents.shape
         if position_ids is None:
             position_ids = torch.arange(num_latents, device=latents.device).expand(batch_size, -1)
+        if kv_cache is not None and (attention_mask is None or cache_position is None):
+            raise ValueError("`attention_mask` and `cache_position` are required with `kv_cache`.")
         if attention_mask is None:
-            if kv_cache is not None:
-                raise ValueError("`attention_mask` is required with `kv_cache`: it says which cache slots are valid.")
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
         hidden_states = self.decoder.proj_in(latents.to(self.dtype))
         hidden_states = self.decoder.transformer(
-            hidden_states, position_ids, attention_mask, kv_cache, cache_offset, self._checkpoint_func()
+            hidden_states, position_ids, attention_mask, kv_cache, cache_position, self._checkpoint_func()
         )
         # The unpatchify projection is laid out channel-major: token j of a patch reads channels c * patch_size + j.
         hidden_states = self.decoder.unpatchify(hidden_states).unflatten(-1, (-1, self.config.patch_size))

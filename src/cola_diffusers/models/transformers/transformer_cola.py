@@ -102,14 +102,13 @@ class ColaDiTAttention(nn.Module, AttentionModuleMixin):
         hidden_states: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        kv_cache: ColaKVCache | None = None,
-        layer_idx: int = 0,
-        cache_offset: int = 0,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         query, key, value = self.to_qkv(hidden_states).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)
         query = apply_interleaved_rotary_emb(self.norm_q(query), *rotary_emb)
         key = apply_interleaved_rotary_emb(self.norm_k(key), *rotary_emb)
-        hidden_states = self.processor(query, key, value, attention_mask, kv_cache, layer_idx, cache_offset)
+        hidden_states = self.processor(query, key, value, attention_mask, layer_cache, cache_position)
         return self.to_out(hidden_states.flatten(2, 3))
 
 
@@ -150,15 +149,14 @@ class ColaTransformerBlock(nn.Module):
         temb: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        kv_cache: ColaKVCache | None = None,
-        layer_idx: int = 0,
-        cache_offset: int = 0,
+        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         temb = F.silu(temb)
 
         shift, scale = self.norm1_modulation(temb).chunk(2, dim=-1)
         norm_hidden_states = self.norm1(hidden_states) * (1 + scale) + shift
-        attn_output = self.attn(norm_hidden_states, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+        attn_output = self.attn(norm_hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
         hidden_states = hidden_states + self.attn_gate(temb) * attn_output
 
         shift, scale = self.norm2_modulation(temb).chunk(2, dim=-1)
@@ -254,7 +252,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         position_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: ColaKVCache | None = None,
-        cache_offset: int = 0,
+        cache_position: torch.LongTensor | None = None,
         return_dict: bool = True,
     ) -> ColaTransformer1DModelOutput | tuple:
         """
@@ -268,14 +266,16 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 embedding, as the model was trained.
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
-            attention_mask (`torch.BoolTensor` of shape `(batch_size, 1, sequence_length, num_keys)`, *optional*):
-                True where a query may attend to a key, see [`block_causal_mask`]. The keys are the cache slots
-                `[0, cache_offset)` followed by the positions of `hidden_states`. Default: full block-causal
-                attention over `hidden_states` from `position_ids`.
+            attention_mask (`torch.BoolTensor`, *optional*):
+                True where a query may attend to a key, see [`block_causal_mask`]. Without a cache the keys are the
+                positions of `hidden_states`, `(batch_size, 1, sequence_length, sequence_length)`; default:
+                block-causal attention from `position_ids`. With a cache the keys are all cache slots,
+                `(kv_cache.batch_size, 1, sequence_length, kv_cache.max_length)`.
             kv_cache ([`ColaKVCache`], *optional*):
-                Cache to write this pass's keys/values into (at `cache_offset`) and to attend over. Rows beyond
-                `kv_cache.batch_size` attend to their own positions only.
-            cache_offset (`int`, defaults to 0): First cache slot written by this pass.
+                Cache to write this pass's keys/values into and to attend over. Rows beyond `kv_cache.batch_size`
+                attend bidirectionally to their own positions only (the unconditional branch of guidance).
+            cache_position (`torch.LongTensor` of shape `(sequence_length,)`, *optional*):
+                Cache slots written by this pass; required with `kv_cache`.
             return_dict (`bool`, defaults to `True`): Return a [`ColaTransformer1DModelOutput`] instead of a tuple.
 
         Returns:
@@ -296,9 +296,9 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             )
         if position_ids is None:
             position_ids = torch.arange(sequence_length, device=hidden_states.device).expand(batch_size, -1)
+        if kv_cache is not None and (attention_mask is None or cache_position is None):
+            raise ValueError("`attention_mask` and `cache_position` are required with `kv_cache`.")
         if attention_mask is None:
-            if kv_cache is not None:
-                raise ValueError("`attention_mask` is required with `kv_cache`: it says which cache slots are valid.")
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
@@ -307,12 +307,12 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         hidden_states = self.proj_in(hidden_states)
 
         for layer_idx, block in enumerate(self.transformer_blocks):
+            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
+            block_args = (hidden_states, temb, rotary_emb, attention_mask, layer_cache, cache_position)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
-                hidden_states = self._gradient_checkpointing_func(
-                    block, hidden_states, temb, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset
-                )
+                hidden_states = self._gradient_checkpointing_func(block, *block_args)
             else:
-                hidden_states = block(hidden_states, temb, rotary_emb, attention_mask, kv_cache, layer_idx, cache_offset)
+                hidden_states = block(*block_args)
 
         shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift

@@ -384,8 +384,12 @@ class ColaDLMPipeline(DiffusionPipeline):
         transformer_cache = self.transformer.make_kv_cache(batch_size, cache_length)
         vae_cache = self.vae.make_kv_cache(batch_size, cache_length)
 
+        slots = torch.arange(cache_length, device=device)
+
         def context_mask(start: int, end: int, block_size: int) -> torch.Tensor:
-            return block_causal_mask(position_ids[:, start:end], position_ids[:, :end], slot_valid[:, :end], block_size)
+            """Mask of the queries in cache slots `[start, end)` over the whole cache (slots >= `end` unwritten)."""
+            key_valid = slot_valid & (slots < end)
+            return block_causal_mask(position_ids[:, start:end], position_ids, key_valid, block_size, slots[start:end])
 
         # 3. Prefill both caches with the prefix, clean (t = 0).
         if max_prefix > 0:
@@ -398,14 +402,14 @@ class ColaDLMPipeline(DiffusionPipeline):
                 position_ids=position_ids[:, :max_prefix],
                 attention_mask=context_mask(0, max_prefix, block_length),
                 kv_cache=transformer_cache,
-                cache_offset=0,
+                cache_position=slots[:max_prefix],
             )
             self.vae.decode(
                 prefix,
                 position_ids=position_ids[:, :max_prefix],
                 attention_mask=context_mask(0, max_prefix, self.vae.config.block_size),
                 kv_cache=vae_cache,
-                cache_offset=0,
+                cache_position=slots[:max_prefix],
             )
 
         # 4. The repainted prompt latents of the first block: pinned to the prompt and held at t = 0.
@@ -441,11 +445,10 @@ class ColaDLMPipeline(DiffusionPipeline):
                 block_latents = torch.where(pinned[..., None], repaint_latents, block_latents)
                 guidance = first_block_guidance if block_index == 0 else guidance_scale
 
+                block_slots = slots[offset : offset + block_length]
+                model_position_ids = block_position_ids
                 if do_classifier_free_guidance:
                     model_position_ids = torch.cat([block_position_ids, unconditional_position_ids])
-                    model_mask = torch.cat([block_mask, torch.ones_like(block_mask)])
-                else:
-                    model_position_ids, model_mask = block_position_ids, block_mask
 
                 self.scheduler.set_timesteps(num_inference_steps, device=device)
                 for step_index, t in enumerate(self.scheduler.timesteps):
@@ -459,9 +462,9 @@ class ColaDLMPipeline(DiffusionPipeline):
                         model_input,
                         timestep,
                         position_ids=model_position_ids,
-                        attention_mask=model_mask,
+                        attention_mask=block_mask,
                         kv_cache=transformer_cache,
-                        cache_offset=offset,
+                        cache_position=block_slots,
                     ).sample.float()
                     if do_classifier_free_guidance:
                         velocity_cond, velocity_uncond = velocity.chunk(2)
@@ -483,7 +486,7 @@ class ColaDLMPipeline(DiffusionPipeline):
                     position_ids=block_position_ids,
                     attention_mask=context_mask(offset, offset + block_length, self.vae.config.block_size),
                     kv_cache=vae_cache,
-                    cache_offset=offset,
+                    cache_position=block_slots,
                 ).logits
                 token_slice = slice(block_index * tokens_per_block, (block_index + 1) * tokens_per_block)
                 tokens[:, token_slice] = sample_tokens(
@@ -511,7 +514,7 @@ class ColaDLMPipeline(DiffusionPipeline):
                         position_ids=block_position_ids,
                         attention_mask=block_mask,
                         kv_cache=transformer_cache,
-                        cache_offset=offset,
+                        cache_position=block_slots,
                     )
 
         # 6. Trim the repainted prompt tokens, cut at the first stop token, pad to `gen_length`.
