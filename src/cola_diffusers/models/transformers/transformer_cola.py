@@ -263,7 +263,8 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 Latents in the DiT's normalised space.
             timestep (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`):
                 Timesteps in `[0, 1000]`, per sample or per position. They are rounded to bfloat16 before the
-                embedding, as the model was trained.
+                embedding, as the model was trained. Per-sample timesteps are cheaper: the AdaLN modulation is
+                computed once per sample instead of once per position.
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
             attention_mask (`torch.BoolTensor`, *optional*):
@@ -288,8 +289,9 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 f"{tuple(hidden_states.shape)}."
             )
         if timestep.ndim == 1:
-            timestep = timestep[:, None].expand(batch_size, sequence_length)
-        if timestep.shape != (batch_size, sequence_length):
+            # One timestep per sample: embed and modulate once per sample, broadcast over the positions.
+            timestep = timestep[:, None]
+        if timestep.shape not in ((batch_size, 1), (batch_size, sequence_length)):
             raise ValueError(
                 f"`timestep` must have shape ({batch_size},) or ({batch_size}, {sequence_length}), got "
                 f"{tuple(timestep.shape)}."

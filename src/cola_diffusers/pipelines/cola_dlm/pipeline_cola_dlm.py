@@ -454,7 +454,8 @@ class ColaDLMPipeline(DiffusionPipeline):
                 for step_index, t in enumerate(self.scheduler.timesteps):
                     if self.interrupt:
                         break
-                    timestep = torch.where(pinned, 0.0, t)
+                    # Per-position timesteps only where prompt latents are pinned; else one per sample.
+                    timestep = torch.where(pinned, 0.0, t) if block_index == 0 else t.expand(batch_size)
                     model_input = block_latents.to(self.transformer.dtype)
                     if do_classifier_free_guidance:
                         model_input, timestep = torch.cat([model_input] * 2), torch.cat([timestep] * 2)
