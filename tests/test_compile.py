@@ -23,7 +23,8 @@ def test_compiled_repeated_blocks_do_not_recompile_per_block():
     graphs_for_six_blocks = len(graphs)
     compiled(PROMPTS, output_type="latent", **kwargs)
 
-    # Prefill, guided step and commit passes: a handful of graphs, whatever the number of blocks and layers.
-    assert graphs_for_six_blocks <= 6
+    # One graph per kind of pass (prefill, first-block step with per-position timesteps, later steps, commit) and
+    # their dynamic-shape retraces; far fewer than the 36 block calls of 6 blocks x 2 layers x 3 passes.
+    assert graphs_for_six_blocks <= 8
     assert len(graphs) == graphs_for_six_blocks
     torch.testing.assert_close(result.latents, eager(PROMPTS, output_type="latent", **kwargs).latents)

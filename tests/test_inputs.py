@@ -17,7 +17,10 @@ def pipe():
     "kwargs,message",
     [
         ({"prompt": []}, "`prompt` must be a string or a non-empty list"),
-        ({"prompt": None}, "`prompt` must be a string or a non-empty list"),
+        ({"prompt": None}, "Pass exactly one of `prompt` and `messages`"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "Pass exactly one of `prompt` and `messages`"),
+        ({"prompt": None, "messages": "hi"}, "`messages` must be a non-empty list"),
+        ({"stop": ["ok", ""]}, "`stop` must be a non-empty string or a list of non-empty strings"),
         ({"prompt": ["fine", 3]}, r"`prompt\[1\]` must be a string"),
         ({"prompt": ""}, r"`prompt\[0\]` is empty"),
         ({"gen_length": 0}, "`gen_length` must be an integer >= 1"),

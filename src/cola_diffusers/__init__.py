@@ -4,7 +4,7 @@ from .models.attention_cola import ColaKVCache, block_causal_mask
 from .models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from .models.transformers.transformer_cola import ColaTransformer1DModel
 from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
-from .pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput
+from .pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 from .schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 
 
@@ -14,6 +14,7 @@ __all__ = [
     "AutoencoderKLColaText",
     "ColaDLMPipeline",
     "ColaDLMPipelineOutput",
+    "ColaDLMStreamChunk",
     "ColaKVCache",
     "ColaTransformer1DModel",
     "FlowMatchBlockCausalScheduler",

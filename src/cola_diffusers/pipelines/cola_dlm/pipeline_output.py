@@ -21,3 +21,26 @@ class ColaDLMPipelineOutput(BaseOutput):
     sequences: torch.LongTensor
     texts: list[str] | None = None
     latents: torch.Tensor | None = None
+
+
+@dataclass
+class ColaDLMStreamChunk(BaseOutput):
+    """
+    One event of [`ColaDLMPipeline.stream`].
+
+    Args:
+        block_index (`int`): The generated block this chunk belongs to.
+        step_index (`int`, *optional*): For previews, the denoising step of the block; None for decoded blocks.
+        token_ids (`list[list[int]]`): Per prompt, the tokens of the block (for previews, of its predicted latents).
+        texts (`list[str]`): Per prompt, the new text since the previous block chunk; for previews, the text of
+            the whole previewed block.
+        finished (`list[bool]`): Per prompt, whether it has produced a stop token or stop string.
+        is_preview (`bool`): Whether this is an intermediate preview rather than a decoded block.
+    """
+
+    block_index: int
+    step_index: int | None
+    token_ids: list[list[int]]
+    texts: list[str]
+    finished: list[bool]
+    is_preview: bool = False
