@@ -170,6 +170,11 @@ class ColaDLMPipeline(DiffusionPipeline):
                 local_files_only=kwargs.pop("local_files_only", False),
             )
         if is_official_layout(folder):
+            if kwargs.get("device_map") is not None:
+                raise ValueError(
+                    "`device_map` is not supported for the official layout; convert it once with "
+                    "scripts/convert_cola_dlm_to_diffusers.py, or load it and call `.to(device)`."
+                )
             dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
             return cls.from_official_checkpoint(folder, dtype=dtype)
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
@@ -180,11 +185,21 @@ class ColaDLMPipeline(DiffusionPipeline):
         return super().from_pretrained(folder, **kwargs)
 
     @classmethod
-    def from_official_checkpoint(cls, folder: str, dtype: torch.dtype | None = None) -> "ColaDLMPipeline":
-        """Builds the pipeline from a folder in the official release layout, with weights in `dtype`."""
+    def from_official_checkpoint(
+        cls, folder: str, dtype: torch.dtype | dict[str, torch.dtype] | None = None
+    ) -> "ColaDLMPipeline":
+        """
+        Builds the pipeline from a folder in the official release layout, with weights in `dtype`: one dtype, or a
+        dict by component name (`"transformer"`, `"vae"`) with an optional `"default"`.
+        """
+        if isinstance(dtype, dict):
+            transformer_dtype = dtype.get("transformer", dtype.get("default"))
+            vae_dtype = dtype.get("vae", dtype.get("default"))
+        else:
+            transformer_dtype = vae_dtype = dtype
         return cls(
-            transformer=load_official_transformer(os.path.join(folder, OFFICIAL_DIT_FOLDER), dtype),
-            vae=load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), dtype),
+            transformer=load_official_transformer(os.path.join(folder, OFFICIAL_DIT_FOLDER), transformer_dtype),
+            vae=load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), vae_dtype),
             scheduler=FlowMatchBlockCausalScheduler(),
             tokenizer=load_tokenizer(os.path.join(folder, OFFICIAL_TOKENIZER_FILE)),
         )

@@ -1,0 +1,160 @@
+"""diffusers integration: swappable schedulers and guiders, streaming, stop strings, callbacks, batch invariance."""
+
+import pytest
+import torch
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance
+
+from cola_diffusers import FlowMatchBlockCausalScheduler
+
+from .conftest import make_tiny_pipeline, relative_error
+
+
+PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+
+
+@pytest.fixture
+def pipe():
+    return make_tiny_pipeline(seed=3)
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
+
+
+def generate(pipe, noise, **kwargs):
+    arguments = {"gen_length": 10, "num_inference_steps": 4, "guidance_scale": 3.0, "eos_early_stop": False,
+                 "output_type": "latent", "latents": noise}
+    return pipe(PROMPTS, **{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "scheduler_class,config",
+    [
+        (FlowMatchEulerDiscreteScheduler, {"shift": 3.0}),
+        (FlowMatchHeunDiscreteScheduler, {}),
+        (UniPCMultistepScheduler, FLOW_SOLVER),
+        (DPMSolverMultistepScheduler, FLOW_SOLVER),
+        (FlowMatchBlockCausalScheduler, {"shift": 2.0}),
+    ],
+)
+def test_diffusers_schedulers_swap_in_and_out(pipe, noise, scheduler_class, config):
+    default = generate(pipe, noise)
+    original_config = pipe.scheduler.config
+    pipe.scheduler = scheduler_class.from_config(original_config, **config)
+    swapped = generate(pipe, noise)
+    assert torch.isfinite(swapped.latents).all()
+    assert not torch.equal(swapped.latents, default.latents)
+    pipe.scheduler = FlowMatchBlockCausalScheduler.from_config(original_config)
+    assert torch.equal(generate(pipe, noise).latents, default.latents)
+
+
+def test_flow_match_euler_with_the_official_sigmas_reproduces_the_default(pipe, noise):
+    default = generate(pipe, noise)
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    official_sigmas = torch.linspace(1, 0, 5)[:-1].tolist()
+    euler = generate(pipe, noise, sigmas=official_sigmas)
+    torch.testing.assert_close(euler.latents, default.latents, rtol=1e-5, atol=1e-5)
+
+
+def test_custom_timesteps_and_sigmas_on_the_call(pipe, noise):
+    by_sigmas = generate(pipe, noise, sigmas=[1.0, 0.6, 0.2])
+    by_timesteps = generate(pipe, noise, timesteps=[1000, 600, 200])
+    assert torch.equal(by_sigmas.latents, by_timesteps.latents)
+    assert pipe.num_timesteps == 3 * 3
+    with pytest.raises(ValueError, match="Pass either `timesteps` or `sigmas`"):
+        generate(pipe, noise, sigmas=[1.0], timesteps=[1000])
+
+
+def test_classifier_free_guidance_guider_matches_the_built_in_guidance(pipe, noise):
+    built_in = generate(pipe, noise, guidance_scale=3.0)
+    pipe.guider = ClassifierFreeGuidance(guidance_scale=3.0)
+    guided = generate(pipe, noise, guidance_scale=1.0)
+    assert relative_error(guided.latents, built_in.latents) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "guider",
+    [
+        ClassifierFreeGuidance(guidance_scale=5.0, guidance_rescale=0.7),
+        ClassifierFreeGuidance(guidance_scale=5.0, start=0.25, stop=0.75),
+        AdaptiveProjectedGuidance(guidance_scale=5.0, adaptive_projected_guidance_momentum=-0.5),
+        ClassifierFreeZeroStarGuidance(guidance_scale=5.0),
+    ],
+    ids=["cfg_rescale", "cfg_interval", "apg", "cfg_zero_star"],
+)
+def test_guiders_run_and_change_the_result(pipe, noise, guider):
+    plain = generate(pipe, noise, guidance_scale=5.0)
+    pipe.guider = guider
+    guided = generate(pipe, noise)
+    assert torch.isfinite(guided.latents).all()
+    assert not torch.allclose(guided.latents, plain.latents)
+
+
+def test_guider_with_scale_one_runs_one_branch(pipe, noise):
+    rows = []
+    pipe.transformer.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    pipe.guider = ClassifierFreeGuidance(guidance_scale=1.0)
+    generate(pipe, noise)
+    assert set(rows) == {3}
+
+
+def test_prompt_results_do_not_depend_on_the_batch(pipe):
+    generators = [torch.Generator().manual_seed(seed) for seed in (11, 12, 13)]
+    batch = pipe(PROMPTS, gen_length=10, num_inference_steps=3, generator=generators, temperature=0.8, top_k=50)
+    for row, (prompt, seed) in enumerate(zip(PROMPTS, (11, 12, 13))):
+        alone = pipe(prompt, gen_length=10, num_inference_steps=3, generator=[torch.Generator().manual_seed(seed)],
+                     temperature=0.8, top_k=50)
+        assert alone.texts[0] == batch.texts[row]
+
+
+def test_interrupt_stops_after_the_current_block(pipe, noise):
+    def interrupt(pipeline, step, timestep, callback_kwargs):
+        pipeline._interrupt = True
+        return callback_kwargs
+
+    full = generate(pipe, noise, output_type="pt")
+    stopped = generate(pipe, noise, output_type="pt", callback_on_step_end=interrupt)
+    # The first block re-emits 2 prompt tokens of the longest-tailed prompt: it yields 2 new tokens there.
+    assert stopped.sequences[0, :2].tolist() == full.sequences[0, :2].tolist()
+    assert stopped.sequences[0, 2:].tolist() == [pipe.pad_token_id] * 8
+
+
+def test_stream_concatenates_to_the_text(pipe):
+    kwargs = {"gen_length": 14, "num_inference_steps": 3, "eos_early_stop": False}
+    expected = pipe(PROMPTS, generator=torch.Generator().manual_seed(4), **kwargs).texts
+    chunks = list(pipe.stream(PROMPTS, generator=torch.Generator().manual_seed(4), **kwargs))
+    assert [chunk.block_index for chunk in chunks] == [0, 1, 2, 3]
+    assert ["".join(chunk.texts[row] for chunk in chunks) for row in range(3)] == expected
+
+
+def test_stream_previews(pipe):
+    chunks = list(pipe.stream(PROMPTS, gen_length=6, num_inference_steps=4, preview_every=2))
+    previews = [chunk for chunk in chunks if chunk.is_preview]
+    assert [(chunk.block_index, chunk.step_index) for chunk in previews] == [(0, 1), (0, 3), (1, 1), (1, 3)]
+    assert all(len(ids) == 4 for chunk in previews for ids in chunk.token_ids)
+    with pytest.raises(ValueError, match="`preview_every` must be an integer >= 1"):
+        list(pipe.stream(PROMPTS, preview_every=0))
+
+
+def test_stop_strings_cut_the_text_and_stop(pipe, noise):
+    free = generate(pipe, noise, output_type="text")
+    text = free.texts[2]
+    marker = text[3:5]
+    stopped = generate(pipe, noise, output_type="text", stop=[marker, "never-produced"])
+    assert stopped.texts[2] == text[: text.find(marker)]
+    kept = stopped.sequences[2].tolist()
+    num_kept = len(kept) - kept[::-1].index(next(t for t in kept[::-1] if t != pipe.pad_token_id))
+    assert marker in pipe.tokenizer.decode(kept[:num_kept]) and marker not in pipe.tokenizer.decode(kept[: num_kept - 1])
+
+    streamed = "".join(chunk.texts[2] for chunk in pipe.stream(PROMPTS, gen_length=10, num_inference_steps=4,
+                                                               guidance_scale=3.0, eos_early_stop=False,
+                                                               latents=noise, stop=marker))
+    assert streamed == stopped.texts[2]
