@@ -1,0 +1,58 @@
+"""
+Schedulers and step counts against a 64-step Euler reference, on the reference fixture model.
+
+    python benchmarks/compare_schedulers.py
+
+Every run starts from the same noise with the same prompts (greedy, guidance 3). The error is the relative L2
+distance of all generated block latents to the 64-step Euler run; NFE counts DiT evaluations per block (a guided
+evaluation is one batched pass). Prints a Markdown table.
+"""
+
+import os
+
+import torch
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchHeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+from cola_diffusers import ColaDLMPipeline, FlowMatchBlockCausalScheduler
+
+
+FIXTURE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "cola_reference")
+PROMPTS = ["Question: What is the capital of France? Answer:", "a long day of work and play at home", "river mountain"]
+FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+SCHEDULERS = {
+    "FlowMatchBlockCausal (Euler, default)": (FlowMatchBlockCausalScheduler, {}),
+    "FlowMatchBlockCausal shift=3": (FlowMatchBlockCausalScheduler, {"shift": 3.0}),
+    "FlowMatchHeunDiscrete": (FlowMatchHeunDiscreteScheduler, {}),
+    "UniPCMultistep (flow)": (UniPCMultistepScheduler, FLOW_SOLVER),
+    "DPMSolverMultistep (flow)": (DPMSolverMultistepScheduler, FLOW_SOLVER),
+    "FlowMatchEulerDiscrete": (FlowMatchEulerDiscreteScheduler, {}),
+}
+
+
+def main():
+    pipe = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    default_config = pipe.scheduler.config
+    noise = torch.randn(len(PROMPTS), 24, 8, generator=torch.Generator().manual_seed(0))
+    kwargs = {"gen_length": 22, "guidance_scale": 3.0, "eos_early_stop": False, "output_type": "latent", "latents": noise}
+    reference = pipe(PROMPTS, num_inference_steps=64, **kwargs)
+
+    print("| scheduler | steps | NFE / block | relative error | tokens equal to reference |")
+    print("|---|---|---|---|---|")
+    for name, (scheduler_class, config) in SCHEDULERS.items():
+        pipe.scheduler = scheduler_class.from_config(default_config, **config)
+        for steps in (4, 8, 16, 32):
+            output = pipe(PROMPTS, num_inference_steps=steps, **kwargs)
+            error = ((output.latents - reference.latents).norm() / reference.latents.norm()).item()
+            agreement = (output.sequences == reference.sequences).float().mean().item()
+            nfe = pipe.num_timesteps // (output.latents.shape[1] // pipe.transformer.config.block_size)
+            print(f"| {name} | {steps} | {nfe} | {error:.2e} | {agreement:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
