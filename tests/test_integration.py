@@ -158,3 +158,18 @@ def test_stop_strings_cut_the_text_and_stop(pipe, noise):
                                                                guidance_scale=3.0, eos_early_stop=False,
                                                                latents=noise, stop=marker))
     assert streamed == stopped.texts[2]
+
+
+def test_model_cpu_offload_gives_the_same_result(pipe, noise):
+    expected = generate(pipe, noise, output_type="pt").sequences
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert torch.equal(generate(pipe, noise, output_type="pt").sequences, expected)
+
+
+def test_official_layout_takes_a_dtype_per_component(fixture_dir):
+    from cola_diffusers import ColaDLMPipeline
+
+    pipe = ColaDLMPipeline.from_pretrained(fixture_dir, dtype={"transformer": torch.bfloat16, "default": torch.float32})
+    assert (pipe.transformer.dtype, pipe.vae.dtype) == (torch.bfloat16, torch.float32)
+    with pytest.raises(ValueError, match="`device_map` is not supported for the official layout"):
+        ColaDLMPipeline.from_pretrained(fixture_dir, device_map="balanced")
