@@ -3,6 +3,9 @@ process writes every result in order.
 
     accelerate launch --num_processes 2 examples/generate_distributed.py --output results.json "prompt one" "prompt two"
 
+On a machine without GPUs, start the processes with torchrun and gloo:
+`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`.
+
 Every prompt gets its own generator seeded with `seed + index`, so a prompt's text does not depend on how many
 processes there are or which other prompts share its batch.
 """
@@ -46,7 +49,7 @@ def main():
                 generator=generators,
             )
             results = [
-                {"index": index, "prompt": prompt, "text": text, "token_ids": ids}
+                {"index": index, "process": state.process_index, "prompt": prompt, "text": text, "token_ids": ids}
                 for index, prompt, text, ids in zip(indices, prompts, output.texts, output.sequences.tolist())
             ]
 

@@ -1,0 +1,111 @@
+"""The `cola-diffusers` command: generate, convert, train."""
+
+import argparse
+import os
+import re
+import sys
+
+import torch
+
+
+def generate(args):
+    from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+
+    pipe = ColaDLMPipeline.from_pretrained(args.model)
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {
+        "gen_length": args.gen_length,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "generator": torch.Generator().manual_seed(args.seed),
+    }
+    if args.stream:
+        for chunk in pipe.stream(args.prompt, **kwargs):
+            if not chunk.is_preview:
+                print(chunk.texts[0], end="", flush=True)
+        print()
+    else:
+        print(pipe(args.prompt, **kwargs).texts[0])
+
+
+def convert(args):
+    from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    pipe = ColaDLMPipeline.from_pretrained(args.checkpoint_path, dtype=dtypes[args.dtype])
+    pipe.save_pretrained(args.output_path)
+    print(f"Saved a diffusers-format ColaDLMPipeline ({args.dtype}) to {args.output_path}")
+
+
+def train(args):
+    from .training import TrainingConfig, train as run_training
+
+    run_training(TrainingConfig.from_json(args.config))
+
+
+def existing_path_or_repo(value: str) -> str:
+    """A local folder, or a Hub repo id (`owner/name`); anything else is refused before loading."""
+    if os.path.isdir(value) or (re.fullmatch(r"[\w][\w.-]*/[\w][\w.-]*", value) and not os.path.exists(value)):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a checkpoint folder nor a Hub repo id (owner/name)")
+
+
+def official_checkpoint(value: str) -> str:
+    """A folder in the official release layout, or a Hub repo id."""
+    from .loaders.official_checkpoint import is_official_layout
+
+    value = existing_path_or_repo(value)
+    if os.path.isdir(value) and not is_official_layout(value):
+        raise argparse.ArgumentTypeError(f"{value} is not in the official layout (no `cola_dlm/` folder)")
+    return value
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cola-diffusers", description="Cola-DLM text generation with diffusers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate_parser = commands.add_parser("generate", help="Generate text from a prompt.")
+    generate_parser.add_argument("prompt")
+    generate_parser.add_argument("--model", required=True, type=existing_path_or_repo,
+                                 help="Checkpoint folder (either layout) or Hub repo id.")
+    generate_parser.add_argument("--steps", type=positive_int, default=16, help="Denoising steps per block.")
+    generate_parser.add_argument("--guidance", type=non_negative_float, default=7.0, help="Guidance scale.")
+    generate_parser.add_argument("--gen-length", type=positive_int, default=64, help="New tokens.")
+    generate_parser.add_argument("--seed", type=int, default=0)
+    generate_parser.add_argument("--stream", action="store_true", help="Print the text block by block.")
+    generate_parser.set_defaults(func=generate)
+
+    convert_parser = commands.add_parser("convert", help="Convert the official layout to the diffusers format.")
+    convert_parser.add_argument("--checkpoint_path", required=True, type=official_checkpoint)
+    convert_parser.add_argument("--output_path", required=True)
+    convert_parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    convert_parser.set_defaults(func=convert)
+
+    train_parser = commands.add_parser("train", help="Train a stage from a JSON config (see docs/training.md).")
+    train_parser.add_argument("--config", required=True, help="JSON file of TrainingConfig settings.")
+    train_parser.set_defaults(func=train)
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

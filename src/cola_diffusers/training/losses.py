@@ -1,0 +1,132 @@
+"""Training objectives of Cola-DLM: Stage 1 (Text VAE) and Stage 2 (flow-matching prior over VAE latents)."""
+
+import torch
+import torch.nn.functional as F
+
+from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ..models.transformers.transformer_cola import ColaTransformer1DModel
+
+
+def vae_loss(
+    vae: AutoencoderKLColaText,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    kl_weight: float = 1e-4,
+    mask_rate: float = 0.15,
+    masked_token_weight: float = 1.0,
+    sample_posterior: bool = True,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """
+    Stage-1 loss: token reconstruction cross-entropy + `kl_weight` · KL(q(z|x) || N(0, I)) + `masked_token_weight` ·
+    BERT-style masked-token cross-entropy.
+
+    A `mask_rate` share of the real tokens is replaced by the mask token (the embedding's extra row, id
+    `vocab_size`) before encoding; the decoder must reconstruct every original token from a posterior sample (the
+    posterior mean when `sample_posterior` is False). Padding (`attention_mask == 0`) is excluded everywhere.
+
+    Returns:
+        `dict` with `loss` and its parts `reconstruction`, `kl`, `masked_tokens`.
+    """
+    valid = attention_mask.bool()
+    masked = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device) < mask_rate) & valid
+    encoder_input = input_ids.masked_fill(masked, vae.config.vocab_size)
+
+    posterior = vae.encode(encoder_input, attention_mask).latent_dist
+    latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+    logits = vae.decode(latents).logits
+    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids.flatten(), reduction="none").view_as(input_ids)
+
+    latent_valid = valid.unflatten(1, (-1, vae.config.patch_size)).any(-1)
+    reconstruction = token_loss[valid].mean()
+    masked_tokens = token_loss[masked].mean() if masked.any() else token_loss.new_zeros(())
+    kl = posterior.kl()[latent_valid].mean()
+    loss = reconstruction + kl_weight * kl + masked_token_weight * masked_tokens
+    return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "masked_tokens": masked_tokens}
+
+
+def two_block_layout_mask(position_ids: torch.LongTensor, key_valid: torch.Tensor, block_size: int) -> torch.Tensor:
+    """
+    Attention mask of the Stage-2 "2L" layout: the sequence holds its `L` clean latents followed by the same `L`
+    positions noised. Clean latents attend block-causally to clean latents; noisy block `b` attends to the clean
+    blocks before `b` and to itself.
+
+    Args:
+        position_ids (`torch.LongTensor` of shape `(B, L)`): Positions of the latents.
+        key_valid (`torch.BoolTensor` of shape `(B, L)`): False for padding.
+        block_size (`int`): Latents per block.
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, 1, 2L, 2L)`.
+    """
+    block = torch.div(position_ids, block_size, rounding_mode="floor")
+    query_block, key_block = block[:, :, None], block[:, None, :]
+    valid = key_valid[:, None, :]
+    clean_to_clean = (key_block <= query_block) & valid
+    noisy_to_clean = (key_block < query_block) & valid
+    noisy_to_noisy = (key_block == query_block) & valid
+    clean_to_noisy = torch.zeros_like(clean_to_clean)
+    eye = torch.eye(position_ids.shape[1], dtype=torch.bool, device=position_ids.device)
+    top = torch.cat([clean_to_clean | eye, clean_to_noisy], dim=-1)
+    bottom = torch.cat([noisy_to_clean, noisy_to_noisy | eye], dim=-1)
+    return torch.cat([top, bottom], dim=1).unsqueeze(1)
+
+
+def sample_logit_normal(shape, mean: float = 0.0, std: float = 1.0, generator=None, device=None) -> torch.Tensor:
+    """σ = sigmoid(N(mean, std²)): flow-matching times concentrated in the middle of the path."""
+    return torch.sigmoid(mean + std * torch.randn(shape, generator=generator, device=device))
+
+
+def prior_loss(
+    transformer: ColaTransformer1DModel,
+    vae: AutoencoderKLColaText,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    block_size: int,
+    num_train_timesteps: int = 1000,
+    prompt_boundary_rate: float = 0.5,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    Stage-2 flow-matching loss of the DiT on the "2L" layout.
+
+    The VAE (frozen or trained, as the caller decides) encodes the tokens; its posterior mean, normalised, is
+    `x_0`. Every block gets a logit-normal `σ`; the noisy copy is `x_σ = (1 - σ) x_0 + σ ε` and the target velocity
+    `ε - x_0`. With probability `prompt_boundary_rate` a block starts with a random number of clean positions held at
+    timestep 0 (a prompt ending inside the block, as the first generated block sees at inference); those positions
+    and padding are excluded from the loss.
+
+    Returns:
+        The mean squared velocity error over the noisy, non-pinned, non-padding positions.
+    """
+    device = input_ids.device
+    posterior = vae.encode(input_ids, attention_mask).latent_dist
+    clean = vae.normalize_latents(posterior.mode())
+    batch_size, num_latents, _ = clean.shape
+    valid = attention_mask.bool().unflatten(1, (-1, vae.config.patch_size)).any(-1)
+    position_ids = torch.arange(num_latents, device=device).expand(batch_size, -1)
+    block_index = torch.div(position_ids, block_size, rounding_mode="floor")
+    num_blocks = -(-num_latents // block_size)
+
+    sigma = sample_logit_normal((batch_size, num_blocks), logit_mean, logit_std, generator, device)
+    sigma = sigma.gather(1, block_index)
+    boundary = torch.randint(0, block_size, (batch_size, num_blocks), generator=generator, device=device)
+    use_boundary = torch.rand((batch_size, num_blocks), generator=generator, device=device) < prompt_boundary_rate
+    pinned = (position_ids % block_size) < (boundary * use_boundary).gather(1, block_index)
+    sigma = sigma.masked_fill(pinned, 0.0)
+
+    noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+    noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
+    target = noise - clean
+
+    hidden_states = torch.cat([clean, noisy], dim=1).to(transformer.dtype)
+    timestep = torch.cat([torch.zeros_like(sigma), sigma * num_train_timesteps], dim=1)
+    positions = torch.cat([position_ids, position_ids], dim=1)
+    mask = two_block_layout_mask(position_ids, valid, block_size)
+    velocity = transformer(hidden_states, timestep, positions, mask).sample[:, num_latents:]
+
+    weight = (valid & ~pinned).float()
+    squared_error = (velocity.float() - target.float()).pow(2).mean(-1)
+    return (squared_error * weight).sum() / weight.sum().clamp(min=1.0)

@@ -1,0 +1,231 @@
+"""Training loop of both Cola-DLM stages on accelerate."""
+
+import dataclasses
+import json
+import os
+import random
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ..models.transformers.transformer_cola import ColaTransformer1DModel
+from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline, load_tokenizer
+from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .losses import prior_loss, vae_loss
+
+
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """
+    Settings of one training run, read from a JSON file by `TrainingConfig.from_json`.
+
+    `stage` is `"vae"` (Stage 1) or `"prior"` (Stage 2). The models come from `pretrained_model` (a pipeline folder)
+    or, when it is None, are built from `transformer_config` / `vae_config` with the tokenizer `tokenizer_file`.
+    `train_file` holds one training text per line.
+    """
+
+    stage: str
+    train_file: str
+    output_dir: str
+    pretrained_model: str | None = None
+    tokenizer_file: str | None = None
+    transformer_config: dict = dataclasses.field(default_factory=dict)
+    vae_config: dict = dataclasses.field(default_factory=dict)
+    max_length: int = 64
+    block_sizes: list[int] = dataclasses.field(default_factory=lambda: [4])
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw"
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.0
+    max_steps: int = 1000
+    mixed_precision: str = "no"
+    seed: int = 0
+    kl_weight: float = 1e-4
+    mask_rate: float = 0.15
+    masked_token_weight: float = 1.0
+    sample_posterior: bool = True
+    prompt_boundary_rate: float = 0.5
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None
+    checkpoint_every: int | None = None
+    resume_from: str | None = None
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.stage not in ("vae", "prior"):
+            raise ValueError(f"`stage` must be 'vae' or 'prior', got {self.stage!r}.")
+        if self.pretrained_model is None and self.tokenizer_file is None:
+            raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}.")
+        if any(self.max_length % size for size in self.block_sizes):
+            raise ValueError(f"`max_length` ({self.max_length}) must be a multiple of every `block_sizes` entry.")
+
+    @classmethod
+    def from_json(cls, path: str) -> "TrainingConfig":
+        with open(path, encoding="utf-8") as file:
+            values = json.load(file)
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown training settings in {path}: {sorted(unknown)}.")
+        return cls(**values)
+
+
+def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
+    """The pipeline to train: loaded from `pretrained_model` or built from the configs."""
+    if config.pretrained_model is not None:
+        return ColaDLMPipeline.from_pretrained(config.pretrained_model)
+    tokenizer = load_tokenizer(config.tokenizer_file)
+    vae = AutoencoderKLColaText(**{"vocab_size": len(tokenizer), **config.vae_config})
+    transformer = ColaTransformer1DModel(**{"in_channels": vae.config.latent_dim, **config.transformer_config})
+    return ColaDLMPipeline(transformer, vae, FlowMatchBlockCausalScheduler(), tokenizer)
+
+
+def make_dataloader(pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader:
+    """Tokenised lines, each ended by the eos token, right-padded (or cut) to `max_length`."""
+    with open(config.train_file, encoding="utf-8") as file:
+        lines = [line.rstrip("\n") for line in file if line.strip()]
+    eos = pipe.tokenizer.eos_token_id
+    pad = pipe.pad_token_id
+    samples = []
+    for ids in pipe.tokenizer(lines, add_special_tokens=True)["input_ids"]:
+        ids = (ids + ([eos] if eos is not None else []))[: config.max_length]
+        samples.append(
+            {
+                "input_ids": torch.tensor(ids + [pad] * (config.max_length - len(ids))),
+                "attention_mask": torch.tensor([1] * len(ids) + [0] * (config.max_length - len(ids))),
+            }
+        )
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+class StageObjective(torch.nn.Module):
+    """
+    The loss of one stage as a module, so that distributed wrappers (DDP, FSDP) see the trained model's forward.
+
+    Holds the trained model and the frozen one; `forward(input_ids, attention_mask, block_size)` returns the loss.
+    """
+
+    def __init__(self, config: TrainingConfig, transformer: ColaTransformer1DModel, vae: AutoencoderKLColaText):
+        super().__init__()
+        self.config = config
+        self.transformer = transformer
+        self.vae = vae
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        return self.vae if self.config.stage == "vae" else self.transformer
+
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor, block_size: int) -> torch.Tensor:
+        config = self.config
+        if config.stage == "vae":
+            losses = vae_loss(
+                self.vae, input_ids, attention_mask, config.kl_weight, config.mask_rate, config.masked_token_weight,
+                config.sample_posterior,
+            )
+            return losses["loss"]
+        return prior_loss(
+            self.transformer, self.vae, input_ids, attention_mask, block_size,
+            prompt_boundary_rate=config.prompt_boundary_rate,
+        )
+
+
+def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
+    """
+    Trains the configured stage, saving checkpoints and the final pipeline (diffusers format) to `output_dir`.
+
+    Returns:
+        The trained pipeline and the loss of every optimiser step.
+    """
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    set_seed(config.seed)
+    pipe = build_pipeline(config)
+    objective = StageObjective(config, pipe.transformer, pipe.vae)
+    trained = objective.trained
+    objective.requires_grad_(False).eval()
+    trained.requires_grad_(True).train()
+    if config.gradient_checkpointing:
+        trained.enable_gradient_checkpointing()
+    ema = EMAModel(trained.parameters(), decay=config.ema_decay) if config.ema_decay else None
+
+    optimizer = OPTIMIZERS[config.optimizer](
+        trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    dataloader = make_dataloader(pipe, config)
+    objective, optimizer, dataloader = accelerator.prepare(objective, optimizer, dataloader)
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+
+    step = 0
+    if config.resume_from is not None:
+        accelerator.load_state(config.resume_from)
+        with open(os.path.join(config.resume_from, "training_state.json")) as file:
+            step = json.load(file)["step"]
+    block_chooser = random.Random(config.seed)
+    for _ in range(step):
+        block_chooser.choice(config.block_sizes)
+
+    steps_per_epoch = len(dataloader) // config.gradient_accumulation_steps
+    progress_bar = tqdm(total=config.max_steps, initial=step, disable=not accelerator.is_local_main_process)
+    history = []
+    while step < config.max_steps:
+        epoch, skip = divmod(step, steps_per_epoch)
+        dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, skip * config.gradient_accumulation_steps)
+        for batch in batches:
+            with accelerator.accumulate(objective):
+                loss = objective(batch["input_ids"], batch["attention_mask"], block_chooser.choice(config.block_sizes))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"The loss became {loss.item()} at step {step}.")
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            if ema is not None:
+                ema.step(trained.parameters())
+            history.append(accelerator.gather(loss.detach()).mean().item())
+            progress_bar.update()
+            if step % config.log_every == 0:
+                progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_checkpoint(accelerator, config.output_dir, step)
+            if step >= config.max_steps:
+                break
+    progress_bar.close()
+
+    accelerator.wait_for_everyone()
+    if ema is not None:
+        ema.copy_to(trained.parameters())
+    trained.eval()
+    if accelerator.is_main_process:
+        pipe.save_pretrained(config.output_dir)
+        with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
+            json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
+    return pipe, history
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int):
+    """Saves the optimiser, model, EMA and RNG states to `output_dir/checkpoint-{step}`."""
+    folder = os.path.join(output_dir, f"checkpoint-{step}")
+    accelerator.save_state(folder)
+    if accelerator.is_main_process:
+        with open(os.path.join(folder, "training_state.json"), "w") as file:
+            json.dump({"step": step}, file)
+
