@@ -3,6 +3,7 @@
 from .models.attention_cola import ColaKVCache, block_causal_mask
 from .models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from .models.transformers.transformer_cola import ColaTransformer1DModel
+from .modular_pipelines import ColaDLMBlocks, ColaDLMModularPipeline
 from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 from .schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
@@ -12,6 +13,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoencoderKLColaText",
+    "ColaDLMBlocks",
+    "ColaDLMModularPipeline",
     "ColaDLMPipeline",
     "ColaDLMPipelineOutput",
     "ColaDLMStreamChunk",

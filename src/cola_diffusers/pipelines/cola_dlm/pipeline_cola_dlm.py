@@ -1,6 +1,5 @@
 """Text generation with Cola-DLM: block-causal flow matching in the latent space of a Text VAE."""
 
-import inspect
 import os
 from typing import Callable, Generator, Iterator
 
@@ -10,7 +9,6 @@ from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging, replace_example_docstring
-from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import snapshot_download
 from transformers import PreTrainedTokenizerFast
 
@@ -22,20 +20,15 @@ from ...loaders.official_checkpoint import (
     load_official_transformer,
     load_official_vae,
 )
-from ...models.attention_cola import block_causal_mask
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from . import generation
+from .generation import EOS_TOKEN, PAD_TOKEN, ColaDLMLayout, retrieve_timesteps
 from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
-from .sampling import sample_tokens
 
 
 logger = logging.get_logger(__name__)
-
-PAD_TOKEN = "<|pad|>"
-EOS_TOKEN = "<|endoftext|>"
-IM_START_TOKEN = "<|im_start|>"
-IM_END_TOKEN = "<|im_end|>"
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -61,26 +54,6 @@ def load_tokenizer(tokenizer_file: str) -> PreTrainedTokenizerFast:
     special_tokens = {"pad_token": PAD_TOKEN, "eos_token": EOS_TOKEN}
     tokenizer.add_special_tokens({name: token for name, token in special_tokens.items() if token in vocab})
     return tokenizer
-
-
-def retrieve_timesteps(
-    scheduler: SchedulerMixin,
-    num_inference_steps: int | None,
-    device: torch.device,
-    timesteps: list[float] | None = None,
-    sigmas: list[float] | None = None,
-) -> torch.Tensor:
-    """Calls `scheduler.set_timesteps` with a step count, custom `timesteps` or custom `sigmas`; returns timesteps."""
-    if timesteps is not None and sigmas is not None:
-        raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
-    for name, value in (("timesteps", timesteps), ("sigmas", sigmas)):
-        if value is not None:
-            if name not in inspect.signature(scheduler.set_timesteps).parameters:
-                raise ValueError(f"The scheduler {scheduler.__class__.__name__} does not accept custom `{name}`.")
-            scheduler.set_timesteps(**{name: value}, device=device)
-            return scheduler.timesteps
-    scheduler.set_timesteps(num_inference_steps, device=device)
-    return scheduler.timesteps
 
 
 class ColaDLMPipeline(DiffusionPipeline):
@@ -148,8 +121,7 @@ class ColaDLMPipeline(DiffusionPipeline):
     @property
     def stop_token_ids(self) -> list[int]:
         """The tokenizer's `<|endoftext|>` and `<|im_end|>` tokens, where it has them."""
-        vocab = self.tokenizer.get_vocab()
-        return [vocab[token] for token in (EOS_TOKEN, IM_END_TOKEN) if token in vocab]
+        return generation.get_stop_token_ids(self.tokenizer)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "ColaDLMPipeline":
@@ -221,43 +193,20 @@ class ColaDLMPipeline(DiffusionPipeline):
         output_type,
         callback_on_step_end_tensor_inputs,
     ):
-        if (prompt is None) == (messages is None):
-            raise ValueError("Pass exactly one of `prompt` and `messages`.")
-        if prompt is not None:
-            prompts = [prompt] if isinstance(prompt, str) else prompt
-            if not isinstance(prompts, list) or len(prompts) == 0:
-                raise ValueError(f"`prompt` must be a string or a non-empty list of strings, got {prompt!r}.")
-            for index, text in enumerate(prompts):
-                if not isinstance(text, str):
-                    raise ValueError(f"`prompt[{index}]` must be a string, got {type(text).__name__}.")
-                if not text:
-                    raise ValueError(f"`prompt[{index}]` is empty; every prompt needs at least one token.")
-        if messages is not None and not (
-            isinstance(messages, list) and messages and all(isinstance(m, (dict, list)) for m in messages)
-        ):
-            raise ValueError(
-                "`messages` must be a non-empty list of {'role', 'content'} dicts, or a list of such lists."
-            )
-        if not isinstance(gen_length, int) or gen_length < 1:
-            raise ValueError(f"`gen_length` must be an integer >= 1, got {gen_length!r}.")
-        if not isinstance(block_length, int) or block_length < 1:
-            raise ValueError(f"`block_length` must be an integer >= 1, got {block_length!r}.")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps!r}.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
-        if temperature < 0:
-            raise ValueError(f"`temperature` must be >= 0, got {temperature}.")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"`top_k` must be an integer >= 1 or None, got {top_k!r}.")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p}.")
-        if repetition_penalty <= 0:
-            raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}.")
-        if pad_token_id is None:
-            raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
-        if stop is not None and not all(isinstance(text, str) and text for text in stop):
-            raise ValueError(f"`stop` must be a non-empty string or a list of non-empty strings, got {stop!r}.")
+        generation.check_generation_inputs(
+            prompt,
+            messages,
+            gen_length,
+            block_length,
+            num_inference_steps,
+            guidance_scale,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            pad_token_id,
+            stop,
+        )
         if output_type not in ("text", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'text', 'pt', 'latent', got {output_type!r}.")
         if callback_on_step_end_tensor_inputs is not None and not all(
@@ -275,28 +224,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         Token ids of every prompt. `messages` follow the release's ChatML convention for SFT checkpoints:
         `<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then `<|im_start|>assistant\\n`.
         """
-        if prompt is not None:
-            prompts = [prompt] if isinstance(prompt, str) else prompt
-            return self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
-
-        vocab = self.tokenizer.get_vocab()
-        if IM_START_TOKEN not in vocab or IM_END_TOKEN not in vocab:
-            raise ValueError(f"`messages` need a tokenizer with `{IM_START_TOKEN}` and `{IM_END_TOKEN}` tokens.")
-        conversations = [messages] if isinstance(messages[0], dict) else messages
-
-        def encode(text):
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-        token_ids = []
-        for conversation in conversations:
-            ids = []
-            for message in conversation:
-                if not isinstance(message, dict) or not {"role", "content"} <= message.keys():
-                    raise ValueError(f"Every message needs a 'role' and a 'content', got {message!r}.")
-                ids += [vocab[IM_START_TOKEN], *encode(message["role"]), *encode("\n")]
-                ids += [*encode(message["content"]), vocab[IM_END_TOKEN], *encode("\n")]
-            token_ids.append(ids + [vocab[IM_START_TOKEN], *encode("assistant"), *encode("\n")])
-        return token_ids
+        return generation.tokenize(self.tokenizer, prompt, messages)
 
     def encode_prompt(
         self,
@@ -317,27 +245,9 @@ class ColaDLMPipeline(DiffusionPipeline):
             `(prompt_latents, num_prompt_tokens)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
             and the number of prompt tokens, `(batch_size,)`.
         """
-        for index, ids in enumerate(prompt_token_ids):
-            if len(ids) == 0:
-                raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
-            if max_sequence_length is not None and len(ids) > max_sequence_length:
-                raise ValueError(
-                    f"`prompt[{index}]` has {len(ids)} tokens; at most {max_sequence_length} fit with this "
-                    f"`gen_length` (the tokenizer's `model_max_length` is {self.tokenizer.model_max_length})."
-                )
-        patch_size = self.vae.config.patch_size
-        chunk = patch_size * block_length
-        padded_lengths = [-(-len(ids) // chunk) * chunk for ids in prompt_token_ids]
-        input_ids = torch.full((len(prompt_token_ids), max(padded_lengths)), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, (ids, padded_length) in enumerate(zip(prompt_token_ids, padded_lengths)):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, :padded_length] = 1
-
-        posterior = self.vae.encode(input_ids.to(device), attention_mask.to(device)).latent_dist
-        prompt_latents = self.vae.normalize_latents(posterior.mode()).float()
-        num_prompt_tokens = torch.tensor([len(ids) for ids in prompt_token_ids], device=device)
-        return prompt_latents, num_prompt_tokens
+        return generation.encode_prompt(
+            self.tokenizer, self.vae, prompt_token_ids, block_length, pad_token_id, device, max_sequence_length
+        )
 
     def prepare_latents(
         self,
@@ -348,15 +258,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The starting noise of every block, `(batch_size, num_blocks * block_length, latent_dim)`, fp32."""
-        shape = (batch_size, num_latents, self.transformer.config.in_channels)
-        if latents is None:
-            return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        if tuple(latents.shape) != shape:
-            raise ValueError(
-                f"`latents` must have shape {shape} (batch_size, num_blocks * block_length, latent_dim) for this "
-                f"request, got {tuple(latents.shape)}."
-            )
-        return latents.to(device=device, dtype=torch.float32)
+        return generation.prepare_latents(self.transformer, batch_size, num_latents, generator, device, latents)
 
     def truncate(
         self, new_token_ids: list[int], stop_token_ids: list[int], stop: list[str] | None
@@ -368,26 +270,7 @@ class ColaDLMPipeline(DiffusionPipeline):
             `(token_ids, text, stopped)`: the kept tokens, their text without the stop token or stop string, and
             whether a stop token or string was found.
         """
-        for index, token_id in enumerate(new_token_ids):
-            if token_id in stop_token_ids:
-                kept, text_ids, stopped = new_token_ids[: index + 1], new_token_ids[:index], True
-                break
-        else:
-            kept, text_ids, stopped = new_token_ids, new_token_ids, False
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
-        hits = [(text.find(marker), marker) for marker in stop or [] if marker in text]
-        if not hits:
-            return kept, text, stopped
-        position, marker = min(hits)
-        # The fewest tokens whose text contains the stop string.
-        low, high = 1, len(text_ids)
-        while low < high:
-            middle = (low + high) // 2
-            if marker in self.tokenizer.decode(text_ids[:middle], skip_special_tokens=True):
-                high = middle
-            else:
-                low = middle + 1
-        return text_ids[:low], text[:position], True
+        return generation.truncate(self.tokenizer, new_token_ids, stop_token_ids, stop)
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -540,113 +423,50 @@ class ColaDLMPipeline(DiffusionPipeline):
             output_type,
             callback_on_step_end_tensor_inputs,
         )
-        if eos_token_id is None:
-            stop_token_ids = self.stop_token_ids
-        else:
-            stop_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
-        if not eos_early_stop:
-            stop_token_ids = []
+        stop_token_ids = generation.resolve_stop_token_ids(self.tokenizer, eos_token_id, eos_early_stop)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
-        patch_size = self.vae.config.patch_size
 
-        # 1. Encode the prompts. Whole blocks of prompt latents form the prefix; the rest of the prompt is
-        #    repainted into the first generated block, whose tokens for it are trimmed from the output.
+        # 1. Encode the prompts.
         prompt_token_ids = self.tokenize(prompt, messages)
-        batch_size = len(prompt_token_ids)
         max_sequence_length = self.tokenizer.model_max_length - gen_length
         prompt_latents, num_prompt_tokens = self.encode_prompt(
             prompt_token_ids, block_length, pad_token_id, device, max_sequence_length
         )
-        num_prompt_latents = -(-num_prompt_tokens // patch_size)
-        prefix_lengths = num_prompt_latents // block_length * block_length
-        num_repainted = num_prompt_latents - prefix_lengths
-        num_trimmed_tokens = (num_prompt_tokens - prefix_lengths * patch_size).tolist()
-        tokens_per_block = block_length * patch_size
-        num_blocks = -(-(max(num_trimmed_tokens) + gen_length) // tokens_per_block)
 
-        # 2. Cache layout: prefixes are left-padded to a common length so that block b of every prompt occupies
-        #    the same cache slots [max_prefix + b * block_length, ...) in the DiT and in the VAE decoder.
-        max_prefix = int(prefix_lengths.max())
-        cache_length = max_prefix + num_blocks * block_length
-        position_ids = torch.arange(cache_length, device=device) - (max_prefix - prefix_lengths)[:, None]
-        slot_valid = position_ids >= 0
-        slots = torch.arange(cache_length, device=device)
-        transformer_cache = self.transformer.make_kv_cache(batch_size, cache_length)
-        vae_cache = self.vae.make_kv_cache(batch_size, cache_length)
-
-        def context_mask(start: int, end: int, block_size: int) -> torch.Tensor:
-            """Mask of the queries in cache slots `[start, end)` over the whole cache (slots >= `end` unwritten)."""
-            key_valid = slot_valid & (slots < end)
-            return block_causal_mask(position_ids[:, start:end], position_ids, key_valid, block_size, slots[start:end])
-
-        # 3. Prefill both caches with the prefix, clean (t = 0).
-        if max_prefix > 0:
-            latent_index = position_ids[:, :max_prefix].clamp(min=0)
-            prefix = prompt_latents.gather(1, latent_index[..., None].expand(-1, -1, prompt_latents.shape[-1]))
-            prefix = prefix * slot_valid[:, :max_prefix, None]
-            self.transformer(
-                prefix.to(self.transformer.dtype),
-                torch.zeros(batch_size, device=device),
-                position_ids=position_ids[:, :max_prefix],
-                attention_mask=context_mask(0, max_prefix, block_length),
-                kv_cache=transformer_cache,
-                cache_position=slots[:max_prefix],
-            )
-            self.vae.decode(
-                prefix,
-                position_ids=position_ids[:, :max_prefix],
-                attention_mask=context_mask(0, max_prefix, self.vae.config.block_size),
-                kv_cache=vae_cache,
-                cache_position=slots[:max_prefix],
-            )
-
-        # 4. The repainted prompt latents of the first block: pinned to the prompt and held at t = 0.
-        block_offsets = torch.arange(block_length, device=device)
-        repaint_mask = block_offsets < num_repainted[:, None]
-        repaint_index = (prefix_lengths[:, None] + block_offsets).clamp(max=prompt_latents.shape[1] - 1)
-        repaint_latents = prompt_latents.gather(1, repaint_index[..., None].expand(-1, -1, prompt_latents.shape[-1]))
-        # Without a prefix the conditional and unconditional passes coincide: the first block uses scale 1.
-        first_block_guidance = torch.where(prefix_lengths > 0, guidance_scale, 1.0)[:, None, None]
-        unconditional_position_ids = block_offsets.expand(batch_size, -1)
+        # 2. Lay out the prefixes and the generated blocks in the caches, and prefill both caches with the prefixes.
+        layout = ColaDLMLayout.from_prompts(
+            prompt_latents,
+            num_prompt_tokens,
+            gen_length,
+            block_length,
+            self.vae.config.patch_size,
+            self.vae.config.block_size,
+        )
+        batch_size, num_blocks = layout.batch_size, layout.num_blocks
+        transformer_cache, vae_cache = generation.prefill_caches(self.transformer, self.vae, layout, prompt_latents)
 
         latents = self.prepare_latents(batch_size, num_blocks * block_length, generator, device, latents)
         clean_latents = torch.zeros_like(latents)
-        tokens = torch.full((batch_size, num_blocks * tokens_per_block), pad_token_id, dtype=torch.long, device=device)
+        tokens = layout.empty_tokens(pad_token_id)
         block_timesteps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
         steps_per_block = len(block_timesteps)
         self._num_timesteps = num_blocks * steps_per_block
-        num_generated_tokens = 0
         streamed_texts = [""] * batch_size
 
-        def new_token_ids(row: int) -> list[int]:
-            start = num_trimmed_tokens[row]
-            return tokens[row, start : min(start + gen_length, num_generated_tokens)].tolist()
-
-        # 5. Generate block by block.
+        # 3. Generate block by block.
         with self.progress_bar(total=num_blocks) as progress_bar:
             for block_index in range(num_blocks):
-                offset = max_prefix + block_index * block_length
-                block_slice = slice(block_index * block_length, (block_index + 1) * block_length)
-                block_slots = slots[offset : offset + block_length]
-                block_position_ids = position_ids[:, offset : offset + block_length]
-                block_mask = context_mask(offset, offset + block_length, block_length)
-                block_latents = latents[:, block_slice]
-                pinned = repaint_mask if block_index == 0 else torch.zeros_like(repaint_mask)
-                block_latents = torch.where(pinned[..., None], repaint_latents, block_latents)
-                guidance = first_block_guidance if block_index == 0 else guidance_scale
+                block = layout.block(block_index, guidance_scale)
+                block_latents = block.repaint(latents[:, block.latent_slice])
 
                 block_timesteps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
                 for step_index, t in enumerate(block_timesteps):
-                    # Per-position timesteps only where prompt latents are pinned; else one per sample.
-                    timestep = torch.where(pinned, 0.0, t) if block_index == 0 else t.expand(batch_size)
-                    velocity = self._guided_velocity(
-                        block_latents, timestep, t, step_index, steps_per_block, block_position_ids,
-                        unconditional_position_ids, block_mask, transformer_cache, block_slots, guidance,
+                    block_latents, velocity = generation.denoise_step(
+                        self.transformer, self.scheduler, self.guider, block, block_latents, t, step_index,
+                        steps_per_block, transformer_cache,
                     )
-                    block_latents = self.scheduler.step(velocity, t, block_latents).prev_sample
-                    block_latents = torch.where(pinned[..., None], repaint_latents, block_latents)
 
                     if callback_on_step_end is not None:
                         callback_kwargs = {"latents": block_latents}
@@ -657,13 +477,8 @@ class ColaDLMPipeline(DiffusionPipeline):
 
                     if streaming and preview_every and (step_index + 1) % preview_every == 0:
                         sigma = t.float() / self.scheduler.config.num_train_timesteps
-                        preview = self.vae.decode(
-                            block_latents - sigma * velocity,
-                            position_ids=block_position_ids,
-                            attention_mask=context_mask(offset, offset + block_length, self.vae.config.block_size),
-                            kv_cache=vae_cache,
-                            cache_position=block_slots,
-                        ).logits.argmax(-1)
+                        preview_latents = block_latents - sigma * velocity
+                        preview = generation.decode_logits(self.vae, block, preview_latents, vae_cache).argmax(-1)
                         yield ColaDLMStreamChunk(
                             block_index=block_index,
                             step_index=step_index,
@@ -673,29 +488,16 @@ class ColaDLMPipeline(DiffusionPipeline):
                             is_preview=True,
                         )
 
-                # Decode the clean block (appending it to the decoder cache) and sample its tokens.
-                clean_latents[:, block_slice] = block_latents
-                logits = self.vae.decode(
-                    block_latents,
-                    position_ids=block_position_ids,
-                    attention_mask=context_mask(offset, offset + block_length, self.vae.config.block_size),
-                    kv_cache=vae_cache,
-                    cache_position=block_slots,
-                ).logits
-                token_slice = slice(block_index * tokens_per_block, (block_index + 1) * tokens_per_block)
-                tokens[:, token_slice] = sample_tokens(
-                    logits,
-                    history=tokens[:, : token_slice.start],
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    repetition_penalty=repetition_penalty,
-                    generator=generator,
+                clean_latents[:, block.latent_slice] = block_latents
+                generation.decode_block(
+                    self.vae, block, block_latents, vae_cache, tokens, temperature, top_k, top_p,
+                    repetition_penalty, generator,
                 )
-                num_generated_tokens = token_slice.stop
                 progress_bar.update()
 
-                results = [self.truncate(new_token_ids(row), stop_token_ids, stop) for row in range(batch_size)]
+                results = generation.truncate_new_tokens(
+                    self.tokenizer, tokens, layout, block.token_slice.stop, gen_length, stop_token_ids, stop
+                )
                 finished = [stopped for _, _, stopped in results]
                 if streaming:
                     chunk_texts = []
@@ -708,81 +510,21 @@ class ColaDLMPipeline(DiffusionPipeline):
                     yield ColaDLMStreamChunk(
                         block_index=block_index,
                         step_index=None,
-                        token_ids=tokens[:, token_slice].tolist(),
+                        token_ids=tokens[:, block.token_slice].tolist(),
                         texts=chunk_texts,
                         finished=finished,
                         is_preview=False,
                     )
                 if all(finished) or self.interrupt:
                     break
-                # Commit the clean block to the DiT cache for the blocks that follow.
                 if block_index + 1 < num_blocks:
-                    self.transformer(
-                        block_latents.to(self.transformer.dtype),
-                        torch.zeros(batch_size, device=device),
-                        position_ids=block_position_ids,
-                        attention_mask=block_mask,
-                        kv_cache=transformer_cache,
-                        cache_position=block_slots,
-                    )
+                    generation.commit_block(self.transformer, block, block_latents, transformer_cache)
 
-        # 6. Trim the repainted prompt tokens, cut at the first stop, pad to `gen_length`.
-        sequences = torch.full((batch_size, gen_length), pad_token_id, dtype=torch.long, device=device)
-        texts = []
-        for row, (kept, text, _) in enumerate(results):
-            sequences[row, : len(kept)] = torch.tensor(kept, dtype=torch.long)
-            texts.append(text)
+        # 4. Trim the repainted prompt tokens, cut at the first stop, pad to `gen_length`.
+        sequences, texts = generation.pad_sequences(results, gen_length, pad_token_id, device)
         self.maybe_free_model_hooks()
         return ColaDLMPipelineOutput(
             sequences=sequences,
             texts=texts if output_type == "text" else None,
             latents=clean_latents if output_type == "latent" else None,
         )
-
-    def _guided_velocity(
-        self,
-        block_latents: torch.Tensor,
-        timestep: torch.Tensor,
-        t: torch.Tensor,
-        step_index: int,
-        num_steps: int,
-        position_ids: torch.LongTensor,
-        unconditional_position_ids: torch.LongTensor,
-        attention_mask: torch.Tensor,
-        kv_cache,
-        cache_position: torch.LongTensor,
-        guidance: torch.Tensor | float,
-    ) -> torch.Tensor:
-        """
-        The guided velocity of one step. The conditional branch (block + cached context) and, where guidance needs
-        it, the unconditional branch (the block alone, positions from 0) run as one batched DiT pass.
-        """
-        if self.guider is not None:
-            self.guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
-            guider_batches = self.guider.prepare_inputs({})
-            with_unconditional = len(guider_batches) == 2
-        else:
-            with_unconditional = self.guidance_scale != 1.0
-
-        model_input = block_latents.to(self.transformer.dtype)
-        if with_unconditional:
-            model_input, timestep = torch.cat([model_input] * 2), torch.cat([timestep] * 2)
-            position_ids = torch.cat([position_ids, unconditional_position_ids])
-        velocity = self.transformer(
-            model_input,
-            timestep,
-            position_ids=position_ids,
-            attention_mask=attention_mask,
-            kv_cache=kv_cache,
-            cache_position=cache_position,
-        ).sample.float()
-        predictions = velocity.chunk(2) if with_unconditional else (velocity,)
-
-        if self.guider is not None:
-            for batch, prediction in zip(guider_batches, predictions):
-                batch.noise_pred = prediction
-            return self.guider(guider_batches).pred
-        if not with_unconditional:
-            return velocity
-        velocity_cond, velocity_uncond = predictions
-        return velocity_uncond + guidance * (velocity_cond - velocity_uncond)
