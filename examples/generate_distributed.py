@@ -15,7 +15,7 @@ import json
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, parse_flag_from_env
 
 from cola_diffusers import ColaDLMPipeline
 
@@ -31,7 +31,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    state = PartialState()
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     pipe = ColaDLMPipeline.from_pretrained(args.model).to(state.device)
     pipe.set_progress_bar_config(disable=not state.is_main_process)
 

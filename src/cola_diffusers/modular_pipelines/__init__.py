@@ -1,0 +1,4 @@
+from .cola_dlm import ColaDLMBlocks, ColaDLMModularPipeline
+
+
+__all__ = ["ColaDLMBlocks", "ColaDLMModularPipeline"]

@@ -1,0 +1,5 @@
+from .modular_blocks_cola_dlm import ColaDLMBlocks
+from .modular_pipeline import ColaDLMModularPipeline
+
+
+__all__ = ["ColaDLMBlocks", "ColaDLMModularPipeline"]

@@ -1,0 +1,71 @@
+import torch
+from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
+from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
+from transformers import PreTrainedTokenizerFast
+
+from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ...pipelines.cola_dlm.generation import encode_prompt, tokenize
+from .modular_pipeline import ColaDLMModularPipeline
+
+
+class ColaDLMTextEncoderStep(ModularPipelineBlocks):
+    model_name = "cola-dlm"
+
+    @property
+    def description(self) -> str:
+        return (
+            "Text encoder step that tokenizes the prompts (or chat `messages`) and encodes them with the Text VAE "
+            "into normalised latents, every prompt right-padded with the pad token to whole blocks."
+        )
+
+    @property
+    def expected_components(self) -> list[ComponentSpec]:
+        return [
+            ComponentSpec("tokenizer", PreTrainedTokenizerFast),
+            ComponentSpec("vae", AutoencoderKLColaText),
+        ]
+
+    @property
+    def inputs(self) -> list[InputParam]:
+        return [
+            InputParam("prompt", type_hint=str | list[str], description="The prompt(s) to continue."),
+            InputParam(
+                "messages",
+                type_hint=list[dict] | list[list[dict]],
+                description="Chat conversations instead of `prompt`, in the release's ChatML convention.",
+            ),
+            InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+            InputParam("block_length", required=True, type_hint=int, description="Latents per generated block."),
+            InputParam("pad_token_id", required=True, type_hint=int, description="Pad token of the prompt's end."),
+        ]
+
+    @property
+    def intermediate_outputs(self) -> list[OutputParam]:
+        return [
+            OutputParam(
+                "prompt_latents",
+                type_hint=torch.Tensor,
+                description="Normalised prompt latents, `(batch_size, max_latents, latent_dim)`, right-padded.",
+            ),
+            OutputParam(
+                "num_prompt_tokens", type_hint=torch.LongTensor, description="Number of tokens of every prompt."
+            ),
+        ]
+
+    @torch.no_grad()
+    def __call__(
+        self, components: ColaDLMModularPipeline, state: PipelineState
+    ) -> tuple[ColaDLMModularPipeline, PipelineState]:
+        block_state = self.get_block_state(state)
+        prompt_token_ids = tokenize(components.tokenizer, block_state.prompt, block_state.messages)
+        block_state.prompt_latents, block_state.num_prompt_tokens = encode_prompt(
+            components.tokenizer,
+            components.vae,
+            prompt_token_ids,
+            block_state.block_length,
+            block_state.pad_token_id,
+            components._execution_device,
+            components.tokenizer.model_max_length - block_state.gen_length,
+        )
+        self.set_block_state(state, block_state)
+        return components, state

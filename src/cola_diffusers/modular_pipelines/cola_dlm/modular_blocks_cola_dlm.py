@@ -1,0 +1,63 @@
+import os
+from copy import deepcopy
+
+from diffusers.modular_pipelines import ComponentsManager, SequentialPipelineBlocks
+from diffusers.modular_pipelines.modular_pipeline_utils import OutputParam
+
+from .before_denoise import ColaDLMPrepareStep
+from .decoders import ColaDLMOutputStep
+from .denoise import ColaDLMBlockLoop
+from .encoders import ColaDLMTextEncoderStep
+from .inputs import ColaDLMInputStep
+from .modular_pipeline import ColaDLMModularPipeline
+
+
+class ColaDLMBlocks(SequentialPipelineBlocks):
+    """
+    Modular pipeline blocks for text generation with Cola-DLM: input -> text_encoder -> prepare -> block_loop
+    (denoise -> decode -> commit, per block) -> output. Gives the same results as [`ColaDLMPipeline`].
+
+    Example:
+        ```python
+        >>> from cola_diffusers import ColaDLMBlocks
+
+        >>> pipe = ColaDLMBlocks().init_pipeline("path/to/diffusers-format/cola-dlm")
+        >>> pipe.load_components()
+        >>> pipe(prompt="The capital of France is", gen_length=32, output="texts")
+        ```
+    """
+
+    model_name = "cola-dlm"
+    block_classes = [
+        ColaDLMInputStep,
+        ColaDLMTextEncoderStep,
+        ColaDLMPrepareStep,
+        ColaDLMBlockLoop,
+        ColaDLMOutputStep,
+    ]
+    block_names = ["input", "text_encoder", "prepare", "block_loop", "output"]
+
+    @property
+    def description(self) -> str:
+        return "Modular pipeline blocks for text generation with Cola-DLM."
+
+    @property
+    def outputs(self) -> list[OutputParam]:
+        return ColaDLMOutputStep().intermediate_outputs
+
+    def init_pipeline(
+        self,
+        pretrained_model_name_or_path: str | os.PathLike | None = None,
+        components_manager: ComponentsManager | None = None,
+        collection: str | None = None,
+    ) -> ColaDLMModularPipeline:
+        """
+        Creates a [`ColaDLMModularPipeline`] of these blocks; with `pretrained_model_name_or_path`, a folder or Hub
+        repo in the diffusers format, whose components `load_components()` then loads.
+        """
+        return ColaDLMModularPipeline(
+            blocks=deepcopy(self),
+            pretrained_model_name_or_path=pretrained_model_name_or_path,
+            components_manager=components_manager,
+            collection=collection,
+        )

@@ -1,0 +1,27 @@
+from diffusers.modular_pipelines import ModularPipeline
+
+
+class ColaDLMModularPipeline(ModularPipeline):
+    """
+    A ModularPipeline for text generation with Cola-DLM, created by [`ColaDLMBlocks.init_pipeline`].
+    """
+
+    @property
+    def default_block_length(self) -> int:
+        """Latents per generated block by default: the transformer's `block_size`."""
+        return self.transformer.config.block_size
+
+    @property
+    def pad_token_id(self) -> int | None:
+        """The tokenizer's pad token (`<|pad|>` in the release)."""
+        return self.tokenizer.pad_token_id
+
+    @classmethod
+    def _load_pipeline_config(cls, pretrained_model_name_or_path, **load_config_kwargs):
+        modular_config_dict, config_dict = super()._load_pipeline_config(
+            pretrained_model_name_or_path, **load_config_kwargs
+        )
+        if config_dict is not None:
+            # A `model_index.json` lists an unset optional component (the guider) as `[null, null]`: keep it unset.
+            config_dict = {name: value for name, value in config_dict.items() if value != [None, None]}
+        return modular_config_dict, config_dict

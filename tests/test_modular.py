@@ -1,0 +1,94 @@
+"""Modular Diffusers: `ColaDLMBlocks` gives the results of `ColaDLMPipeline`."""
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.guiders import ClassifierFreeGuidance
+
+from cola_diffusers import ColaDLMBlocks, ColaDLMModularPipeline
+
+from .conftest import make_tiny_pipeline
+
+
+PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+OUTPUTS = ["sequences", "texts", "latents"]
+
+
+@pytest.fixture
+def pipe():
+    return make_tiny_pipeline(seed=3)
+
+
+@pytest.fixture
+def modular_pipe(pipe):
+    modular_pipe = ColaDLMBlocks().init_pipeline()
+    modular_pipe.update_components(
+        transformer=pipe.transformer, vae=pipe.vae, scheduler=pipe.scheduler, tokenizer=pipe.tokenizer
+    )
+    modular_pipe.set_progress_bar_config(disable=True)
+    return modular_pipe
+
+
+@pytest.fixture(scope="module")
+def noise():
+    return torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
+
+
+def assert_same_output(pipe, modular_pipe, seed=None, **kwargs):
+    def with_generator():
+        return {**kwargs, "generator": None if seed is None else torch.Generator().manual_seed(seed)}
+
+    expected = pipe(PROMPTS, output_type="latent", **with_generator())
+    expected_texts = pipe(PROMPTS, **with_generator()).texts
+    output = modular_pipe(prompt=PROMPTS, output=OUTPUTS, **with_generator())
+    assert torch.equal(output["sequences"], expected.sequences)
+    assert output["texts"] == expected_texts
+    torch.testing.assert_close(output["latents"], expected.latents, rtol=1e-5, atol=1e-5)
+    return output
+
+
+@pytest.mark.parametrize("guidance_scale", [3.0, 1.0])
+def test_modular_pipeline_matches_the_pipeline(pipe, modular_pipe, noise, guidance_scale):
+    assert isinstance(modular_pipe, ColaDLMModularPipeline)
+    assert_same_output(
+        pipe,
+        modular_pipe,
+        gen_length=10,
+        num_inference_steps=4,
+        guidance_scale=guidance_scale,
+        temperature=0.0,
+        eos_early_stop=False,
+        latents=noise,
+    )
+
+
+def test_stop_tokens_and_sampling_match_the_pipeline(pipe, modular_pipe, noise):
+    kwargs = {"gen_length": 10, "num_inference_steps": 3}
+    free = pipe(PROMPTS, eos_early_stop=False, latents=noise, **kwargs)
+    # Every prompt stops at its second token: generation ends after the first of three blocks.
+    stop_token_ids = free.sequences[:, 1].tolist()
+    output = assert_same_output(pipe, modular_pipe, latents=noise, eos_token_id=stop_token_ids, **kwargs)
+    assert output["latents"][:, 4:].eq(0).all()
+    assert_same_output(pipe, modular_pipe, seed=5, temperature=0.8, top_k=50, **kwargs)
+
+
+def test_swapped_scheduler_and_guider(pipe, modular_pipe, noise):
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, shift=3.0)
+    guider = ClassifierFreeGuidance(guidance_scale=5.0, guidance_rescale=0.7)
+    modular_pipe.update_components(scheduler=scheduler, guider=guider)
+    kwargs = {"gen_length": 10, "num_inference_steps": 4, "eos_early_stop": False, "latents": noise}
+    output = modular_pipe(prompt=PROMPTS, output=OUTPUTS, **kwargs)
+    assert torch.isfinite(output["latents"]).all()
+    assert output["sequences"].shape == (3, 10)
+
+    pipe.scheduler, pipe.guider = scheduler, guider
+    assert_same_output(pipe, modular_pipe, **kwargs)
+
+
+def test_init_pipeline_loads_a_saved_pipeline(pipe, noise, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    modular_pipe = ColaDLMBlocks().init_pipeline(str(tmp_path))
+    modular_pipe.load_components()
+    modular_pipe.set_progress_bar_config(disable=True)
+    assert modular_pipe.guider is None
+    assert_same_output(pipe, modular_pipe, gen_length=10, num_inference_steps=2, eos_early_stop=False, latents=noise)
