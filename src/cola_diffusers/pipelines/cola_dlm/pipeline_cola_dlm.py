@@ -234,17 +234,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         device: torch.device,
         max_sequence_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.LongTensor]:
-        """
-        Encodes tokenised prompts into normalised latents (posterior means). Prompts of more than
-        `max_sequence_length` tokens raise a `ValueError`.
-
-        Every prompt is right-padded with `pad_token_id` to a multiple of `patch_size * block_length` tokens before
-        encoding: the pad tokens share the last prompt block and shape its latents, as in training.
-
-        Returns:
-            `(prompt_latents, num_prompt_tokens)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
-            and the number of prompt tokens, `(batch_size,)`.
-        """
+        """Normalised prompt latents and prompt lengths; see [`generation.encode_prompt`]."""
         return generation.encode_prompt(
             self.tokenizer, self.vae, prompt_token_ids, block_length, pad_token_id, device, max_sequence_length
         )
