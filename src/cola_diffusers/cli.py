@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from .demo import DEMO_MODEL_PATH
+
 
 def generate(args):
     from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
@@ -80,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate_parser = commands.add_parser("generate", help="Generate text from a prompt.")
-    generate_parser.add_argument("prompt")
-    generate_parser.add_argument("--model", required=True, type=existing_path_or_repo,
-                                 help="Checkpoint folder (either layout) or Hub repo id.")
+    generate_parser.add_argument("prompt", help='The prompt; the embedded demo model reverses digits: "1234>".')
+    generate_parser.add_argument("--model", default=DEMO_MODEL_PATH, type=existing_path_or_repo,
+                                 help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.")
     generate_parser.add_argument("--steps", type=positive_int, default=16, help="Denoising steps per block.")
     generate_parser.add_argument("--guidance", type=non_negative_float, default=7.0, help="Guidance scale.")
     generate_parser.add_argument("--gen-length", type=positive_int, default=64, help="New tokens.")

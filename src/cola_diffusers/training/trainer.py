@@ -40,6 +40,7 @@ class TrainingConfig:
     transformer_config: dict = dataclasses.field(default_factory=dict)
     vae_config: dict = dataclasses.field(default_factory=dict)
     max_length: int = 64
+    learn_padding: bool = False
     block_sizes: list[int] = dataclasses.field(default_factory=lambda: [4])
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
@@ -91,7 +92,10 @@ def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
 
 
 def make_dataloader(pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader:
-    """Tokenised lines, each ended by the eos token, right-padded (or cut) to `max_length`."""
+    """
+    Tokenised lines, each ended by the eos token, right-padded (or cut) to `max_length`. With `learn_padding` the
+    pad tokens count as tokens to learn, so that a model can end its text inside a block.
+    """
     with open(config.train_file, encoding="utf-8") as file:
         lines = [line.rstrip("\n") for line in file if line.strip()]
     eos = pipe.tokenizer.eos_token_id
@@ -102,7 +106,9 @@ def make_dataloader(pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader
         samples.append(
             {
                 "input_ids": torch.tensor(ids + [pad] * (config.max_length - len(ids))),
-                "attention_mask": torch.tensor([1] * len(ids) + [0] * (config.max_length - len(ids))),
+                "attention_mask": torch.tensor(
+                    [1] * len(ids) + [int(config.learn_padding)] * (config.max_length - len(ids))
+                ),
             }
         )
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,0 +1,46 @@
+"""
+The embedded demo model: a small Cola-DLM trained to reverse four digits (`"1234>"` → `"4321"`).
+
+The task is built procedurally, so the corpus is free to redistribute and needs no download: every string of four
+digits is one example, and a fixed, seeded share of them is held out from training to measure generalisation.
+"""
+
+import os
+import random
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+
+DEMO_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reverse_digits")
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|pad|>"]
+SYMBOLS = list("0123456789>")
+NUM_HELD_OUT = 500
+
+
+def build_demo_tokenizer() -> Tokenizer:
+    """A character-level tokenizer of the digits and `>`, with the release's special token names."""
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + SYMBOLS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|pad|>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    return tokenizer
+
+
+def demo_examples(split: str) -> list[str]:
+    """The four-digit strings of the `"train"` or `"held_out"` split."""
+    if split not in ("train", "held_out"):
+        raise ValueError(f"`split` must be 'train' or 'held_out', got {split!r}.")
+    numbers = [f"{number:04d}" for number in range(10000)]
+    random.Random(0).shuffle(numbers)
+    return numbers[NUM_HELD_OUT:] if split == "train" else numbers[:NUM_HELD_OUT]
+
+
+def demo_prompt(digits: str) -> str:
+    """The prompt of an example: `"1234>"`."""
+    return f"{digits}>"
+
+
+def demo_answer(digits: str) -> str:
+    """The expected completion: the digits reversed."""
+    return digits[::-1]
