@@ -1,4 +1,4 @@
-"""The `cola-diffusers` command: generate, convert, train."""
+"""The `cola-diffusers` command: generate, serve, convert, train."""
 
 import argparse
 import os
@@ -29,6 +29,22 @@ def generate(args):
         print()
     else:
         print(pipe(args.prompt, **kwargs).texts[0])
+
+
+def serve(args):
+    import uvicorn
+
+    from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+    from .serving import create_app
+
+    pipe = ColaDLMPipeline.from_pretrained(args.model)
+    pipe.to("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.set_progress_bar_config(disable=True)
+    model_name = args.model_name or args.model
+    if args.model_name is None and os.path.isdir(args.model):
+        model_name = os.path.basename(os.path.normpath(args.model))
+    app = create_app(pipe, model_name, api_key=args.api_key or os.environ.get("COLA_API_KEY") or None)
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 def convert(args):
@@ -91,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate_parser.add_argument("--seed", type=int, default=0)
     generate_parser.add_argument("--stream", action="store_true", help="Print the text block by block.")
     generate_parser.set_defaults(func=generate)
+
+    serve_parser = commands.add_parser("serve", help="Serve an OpenAI-compatible API (see docs/serving.md).")
+    serve_parser.add_argument("--model", default=DEMO_MODEL_PATH, type=existing_path_or_repo,
+                              help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.")
+    serve_parser.add_argument("--model-name", help="The model id clients pass; default the folder name or repo id.")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--api-key", help="Require `Authorization: Bearer KEY`; default $COLA_API_KEY.")
+    serve_parser.set_defaults(func=serve)
 
     convert_parser = commands.add_parser("convert", help="Convert the official layout to the diffusers format.")
     convert_parser.add_argument("--checkpoint_path", required=True, type=official_checkpoint)

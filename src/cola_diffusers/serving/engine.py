@@ -1,0 +1,180 @@
+"""A bounded request queue and one background worker that runs the pipeline, batching compatible requests."""
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+from ..pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The pipeline settings a request shares with every request it is batched with."""
+
+    max_tokens: int
+    num_inference_steps: int
+    guidance_scale: float
+    block_length: int | None
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    stop: tuple[str, ...] | None
+
+    def pipeline_kwargs(self) -> dict:
+        return {
+            "gen_length": self.max_tokens,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "block_length": self.block_length,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "stop": list(self.stop) if self.stop else None,
+        }
+
+
+@dataclass
+class Completion:
+    """The outcome of one prompt: its text, why it ended and how many tokens it produced."""
+
+    text: str
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass
+class GenerationJob:
+    """
+    One request: prompt strings (or conversations, when `chat`), one seed each. A streamed job receives
+    [`ColaDLMStreamChunk`]s, then its list of [`Completion`]s (or an exception) on `chunks`; any other job gets its
+    completions through `result`.
+    """
+
+    inputs: list
+    seeds: list[int]
+    settings: GenerationSettings
+    chat: bool = False
+    stream: bool = False
+    result: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    chunks: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def batch_key(self) -> tuple | None:
+        """Jobs with the same key run in one pipeline call; streamed jobs run alone."""
+        return None if self.stream else (self.chat, self.settings)
+
+
+class GenerationEngine:
+    """
+    Runs [`GenerationJob`]s on one pipeline, one pipeline call at a time in a worker thread. Jobs waiting with the
+    same settings are batched (up to `max_batch_size` prompts) with one generator per prompt, so a prompt's result
+    does not depend on its batch. At most `max_queue` jobs are waiting or running; `submit` raises
+    `asyncio.QueueFull` beyond that.
+    """
+
+    def __init__(self, pipe: ColaDLMPipeline, max_queue: int = 64, max_batch_size: int = 16):
+        self.pipe = pipe
+        self.max_queue = max_queue
+        self.max_batch_size = max_batch_size
+        self.pending: deque[GenerationJob] = deque()
+        self.num_jobs = 0
+        self.wakeup = asyncio.Event()
+
+    def submit(self, job: GenerationJob):
+        if self.num_jobs >= self.max_queue:
+            raise asyncio.QueueFull
+        self.num_jobs += 1
+        self.pending.append(job)
+        self.wakeup.set()
+
+    def cancel(self, job: GenerationJob):
+        """Drops a waiting job, or stops a running stream after its current block."""
+        job.cancelled.set()
+        if job in self.pending:
+            self.pending.remove(job)
+            self.num_jobs -= 1
+
+    async def run(self):
+        """The worker loop; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.pending:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            batch = self._next_batch()
+            try:
+                if batch[0].stream:
+                    await asyncio.to_thread(self._stream, batch[0], loop)
+                    continue
+                try:
+                    results = await asyncio.to_thread(self._generate, batch)
+                except Exception as error:
+                    for job in batch:
+                        if not job.result.done():
+                            job.result.set_exception(error)
+                    continue
+                for job, completions in zip(batch, results):
+                    if not job.result.done():
+                        job.result.set_result(completions)
+            finally:
+                self.num_jobs -= len(batch)
+
+    def _next_batch(self) -> list[GenerationJob]:
+        """The oldest job and the waiting jobs that can share its pipeline call."""
+        batch = [self.pending.popleft()]
+        key, size = batch[0].batch_key, len(batch[0].inputs)
+        if key is None:
+            return batch
+        for job in list(self.pending):
+            if job.batch_key == key and size + len(job.inputs) <= self.max_batch_size:
+                self.pending.remove(job)
+                batch.append(job)
+                size += len(job.inputs)
+        return batch
+
+    def _pipeline_kwargs(self, jobs: list[GenerationJob]) -> dict:
+        inputs = [item for job in jobs for item in job.inputs]
+        generators = [torch.Generator().manual_seed(seed) for job in jobs for seed in job.seeds]
+        kwargs = {"messages": inputs} if jobs[0].chat else {"prompt": inputs}
+        return {**kwargs, **jobs[0].settings.pipeline_kwargs(), "generator": generators}
+
+    def _completions(self, output: ColaDLMPipelineOutput, settings: GenerationSettings) -> list[Completion]:
+        completions = []
+        for sequence in output.sequences.tolist():
+            kept, text, stopped = self.pipe.truncate(sequence, self.pipe.stop_token_ids, settings.stop)
+            completions.append(Completion(text, "stop" if stopped else "length", len(kept)))
+        return completions
+
+    def _generate(self, jobs: list[GenerationJob]) -> list[list[Completion]]:
+        output = self.pipe(**self._pipeline_kwargs(jobs))
+        completions = self._completions(output, jobs[0].settings)
+        results = []
+        for job in jobs:
+            results.append(completions[: len(job.inputs)])
+            completions = completions[len(job.inputs) :]
+        return results
+
+    def _stream(self, job: GenerationJob, loop: asyncio.AbstractEventLoop):
+        def emit(item: ColaDLMStreamChunk | list[Completion] | Exception):
+            loop.call_soon_threadsafe(job.chunks.put_nowait, item)
+
+        stream = self.pipe.stream(**self._pipeline_kwargs([job]))
+        try:
+            while not job.cancelled.is_set():
+                try:
+                    chunk = next(stream)
+                except StopIteration as finished:
+                    emit(self._completions(finished.value, job.settings))
+                    return
+                if not chunk.is_preview:
+                    emit(chunk)
+        except Exception as error:
+            emit(error)
+        finally:
+            stream.close()

@@ -1,0 +1,274 @@
+"""The OpenAI-compatible server, run with uvicorn on loopback and queried with the `openai` client and raw HTTP."""
+
+import contextlib
+import hmac
+import json
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from cola_diffusers import ColaDLMPipeline
+from cola_diffusers.demo import DEMO_MODEL_PATH
+from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
+from cola_diffusers.pipelines.cola_dlm.pipeline_output import ColaDLMStreamChunk
+from cola_diffusers.serving import create_app
+
+from .conftest import FIXTURE_DIR, make_tiny_pipeline
+
+
+API_KEY = "sk-test-key"
+MODEL = "cola-demo"
+CHAT_MODEL = "cola-chat"
+
+
+@contextlib.contextmanager
+def serve(app):
+    """Runs `app` with uvicorn on a free loopback port in a background thread; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def demo_pipeline():
+    pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def demo_app():
+    pipe = demo_pipeline()
+    pipe.tokenizer.model_max_length = 256
+    return create_app(pipe, MODEL, api_key=API_KEY, max_tokens_limit=128, default_max_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def demo_url(demo_app):
+    with serve(demo_app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chat_url():
+    tokenizer = load_tokenizer(os.path.join(FIXTURE_DIR, "tokenizer.json"))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tiny = make_tiny_pipeline(vae_kwargs={"vocab_size": len(tokenizer)})
+    pipe = ColaDLMPipeline(transformer=tiny.transformer, vae=tiny.vae, scheduler=tiny.scheduler, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    with serve(create_app(pipe, CHAT_MODEL)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(demo_url):
+    return openai.OpenAI(base_url=f"{demo_url}/v1", api_key=API_KEY, max_retries=0)
+
+
+@pytest.fixture
+def http(demo_url):
+    with httpx.Client(base_url=demo_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as http:
+        yield http
+
+
+def stream_texts(stream, chat=False) -> tuple[dict[int, str], dict[int, str]]:
+    """The concatenated text and the finish reason of every choice of an `openai` stream."""
+    texts, finish_reasons = {}, {}
+    for chunk in stream:
+        for choice in chunk.choices:
+            text = (choice.delta.content if chat else choice.text) or ""
+            texts[choice.index] = texts.get(choice.index, "") + text
+            if choice.finish_reason is not None:
+                finish_reasons[choice.index] = choice.finish_reason
+    return texts, finish_reasons
+
+
+def test_completion(client):
+    assert [model.id for model in client.models.list()] == [MODEL]
+    response = client.completions.create(model=MODEL, prompt="1234>", seed=0)
+    assert response.object == "text_completion" and response.model == MODEL
+    assert response.choices[0].text == "4321"
+    assert response.choices[0].finish_reason == "stop"
+    # Five prompt tokens; four digits and the stop token.
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens, response.usage.total_tokens) == (5, 5, 10)
+
+
+def test_finish_reasons_and_stop_strings(client):
+    length = client.completions.create(model=MODEL, prompt="1234>", max_tokens=2)
+    assert (length.choices[0].text, length.choices[0].finish_reason) == ("43", "length")
+    stopped = client.completions.create(model=MODEL, prompt="1234>", stop=["2", "x"])
+    assert (stopped.choices[0].text, stopped.choices[0].finish_reason) == ("43", "stop")
+
+
+def test_streaming_equals_non_streaming(client, http):
+    kwargs = {"model": MODEL, "prompt": ["5678>", "90>"], "n": 2, "seed": 11, "temperature": 1.5, "max_tokens": 12,
+              "extra_body": {"top_k": 4, "num_inference_steps": 8}}
+    response = client.completions.create(**kwargs)
+    texts, finish_reasons = stream_texts(client.completions.create(stream=True, **kwargs))
+    assert texts == {choice.index: choice.text for choice in response.choices}
+    assert finish_reasons == {choice.index: choice.finish_reason for choice in response.choices}
+    assert len(texts) == 4 and all("<|" not in text for text in texts.values())
+
+    body = {"model": MODEL, "prompt": "1234>", "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/v1/completions", json=body) as events:
+        assert events.status_code == 200 and events.headers["content-type"].startswith("text/event-stream")
+        raw = events.read().decode()
+    messages = raw.split("\n\n")
+    assert messages[-2:] == ["data: [DONE]", ""] and all(message.startswith("data: ") for message in messages[:-1])
+    chunks = [json.loads(message[len("data: ") :]) for message in messages[:-2]]
+    assert "".join(chunk["choices"][0]["text"] for chunk in chunks[:-1]) == "4321"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_chat_needs_a_chat_model(client):
+    with pytest.raises(openai.BadRequestError, match="<\\|im_start\\|>"):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "1234>"}])
+
+
+def test_chat_completion(chat_url):
+    client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key="unused", max_retries=0)
+    kwargs = {"model": CHAT_MODEL, "max_tokens": 8, "seed": 3, "temperature": 0.8,
+              "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the river"}]}
+    response = client.chat.completions.create(**kwargs)
+    message = response.choices[0].message
+    assert response.object == "chat.completion" and message.role == "assistant"
+    assert "<|" not in message.content and response.usage.prompt_tokens > 0
+    texts, finish_reasons = stream_texts(client.chat.completions.create(stream=True, **kwargs), chat=True)
+    assert texts == {0: message.content} and finish_reasons == {0: response.choices[0].finish_reason}
+
+
+def test_concurrent_requests_are_batched_and_batch_invariant(demo_app, http):
+    engine = demo_app.state.engine
+    batch_sizes = []
+    generate = engine._generate
+
+    def recording_generate(jobs):
+        batch_sizes.append(len(jobs))
+        return generate(jobs)
+
+    engine._generate = recording_generate
+    try:
+        bodies = [
+            {"model": MODEL, "prompt": f"{seed * 617 % 10000:04d}>", "seed": seed, "temperature": 1.0, "max_tokens": 8}
+            for seed in range(16)
+        ]
+        with ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(lambda body: http.post("/v1/completions", json=body), bodies))
+        alone = [http.post("/v1/completions", json=body) for body in bodies]
+    finally:
+        del engine._generate
+    assert all(response.status_code == 200 for response in together + alone)
+    assert [r.json()["choices"] for r in together] == [r.json()["choices"] for r in alone]
+    assert max(batch_sizes) > 1 and sum(batch_sizes) == 32
+
+
+@pytest.mark.parametrize(
+    "path,body,status,param",
+    [
+        ("/v1/completions", b'{"model": "cola-demo", "prompt": ', 400, None),
+        ("/v1/completions", b"[1, 2]", 400, None),
+        ("/v1/completions", {"model": "gpt-4", "prompt": "1234>"}, 404, "model"),
+        ("/v1/completions", {"prompt": "1234>"}, 400, "model"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "max_tokens": 0}, 400, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "max_tokens": 129}, 400, "max_tokens"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1" * 250}, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": ""}, 400, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "temperature": -1}, 400, "temperature"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "n": 0}, 400, "n"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "stop": ["1", "2", "3", "4", "5"]}, 400, "stop"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "logprobs": 2}, 400, "logprobs"),
+        ("/v1/completions", {"model": MODEL, "prompt": "1234>", "logit_bias": {"4": 100}}, 400, "logit_bias"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [], "tools": []}, 400, None),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "tools": []}, 400,
+         "tools"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "functions": []},
+         400, "functions"),
+        ("/v1/chat/completions",
+         {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "response_format": {"type": "json_object"}},
+         400, "response_format"),
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "tool", "content": "1"}]}, 400,
+         "messages.0.role"),
+        ("/v1/nowhere", {}, 404, None),
+    ],
+)
+def test_bad_requests_get_openai_errors(http, path, body, status, param):
+    if isinstance(body, bytes):
+        response = http.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = http.post(path, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    normal = http.post("/v1/completions", json={"model": MODEL, "prompt": "1234>"})
+    assert normal.json()["choices"][0]["text"] == "4321"
+
+
+def test_too_long_prompts_name_their_length(http):
+    response = http.post("/v1/completions", json={"model": MODEL, "prompt": ["1234>", "1" * 250]})
+    assert response.status_code == 400
+    assert "`prompt[1]` has 250 tokens" in response.json()["error"]["message"]
+
+
+def test_api_key(demo_url, monkeypatch):
+    calls = []
+
+    def recording_compare_digest(a, b):
+        calls.append((a, b))
+        return hmac_compare_digest(a, b)
+
+    hmac_compare_digest = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", recording_compare_digest)
+    body = {"model": MODEL, "prompt": "1234>", "max_tokens": 4}
+    assert httpx.post(f"{demo_url}/v1/completions", json=body).status_code == 401
+    wrong = httpx.post(f"{demo_url}/v1/completions", json=body, headers={"Authorization": "Bearer sk-wrong"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    right = httpx.post(f"{demo_url}/v1/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert right.status_code == 200
+    assert calls == [(b"sk-wrong", API_KEY.encode()), (API_KEY.encode(), API_KEY.encode())]
+    assert httpx.get(f"{demo_url}/health").status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{demo_url}/v1", api_key="sk-wrong", max_retries=0).models.list()
+
+
+def test_full_queue_answers_503_and_a_cancelled_stream_frees_its_slot():
+    def endless_stream(*args, **kwargs):
+        while True:
+            time.sleep(0.02)
+            yield ColaDLMStreamChunk(
+                block_index=0, step_index=None, token_ids=[[7]], texts=["4"], finished=[False]
+            )
+
+    pipe = demo_pipeline()
+    pipe.stream = endless_stream
+    body = {"model": MODEL, "prompt": "1234>"}
+    with serve(create_app(pipe, MODEL, max_queue=1)) as url, httpx.Client(base_url=url, timeout=10) as http:
+        with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as events:
+            assert next(events.iter_lines()).startswith("data: ")
+            busy = http.post("/v1/completions", json=body)
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "server_overloaded"
+        deadline = time.monotonic() + 5
+        while http.get("/health").json()["queued"]:
+            assert time.monotonic() < deadline, "the cancelled stream kept its slot"
+            time.sleep(0.02)
+        assert http.post("/v1/completions", json=body).json()["choices"][0]["text"] == "4321"
