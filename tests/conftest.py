@@ -82,3 +82,13 @@ def make_tiny_pipeline(seed: int = 0, transformer_kwargs: dict | None = None, va
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm()).item()
+
+
+def make_chat_pipeline() -> ColaDLMPipeline:
+    """A tiny pipeline whose tokenizer has the ChatML tokens (the fixture's lacks `<|im_start|>`)."""
+    tokenizer = load_tokenizer(os.path.join(FIXTURE_DIR, "tokenizer.json"))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tiny = make_tiny_pipeline(vae_kwargs={"vocab_size": len(tokenizer)})
+    pipe = ColaDLMPipeline(transformer=tiny.transformer, vae=tiny.vae, scheduler=tiny.scheduler, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

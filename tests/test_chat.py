@@ -1,24 +1,14 @@
 """Chat prompts in the release's ChatML convention."""
 
-import os
-
 import pytest
 import torch
 
-from cola_diffusers import ColaDLMPipeline
-from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
-
-from .conftest import FIXTURE_DIR, make_tiny_pipeline
+from .conftest import make_chat_pipeline, make_tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def chat_pipe():
-    tokenizer = load_tokenizer(os.path.join(FIXTURE_DIR, "tokenizer.json"))
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    tiny = make_tiny_pipeline(vae_kwargs={"vocab_size": len(tokenizer)})
-    pipe = ColaDLMPipeline(transformer=tiny.transformer, vae=tiny.vae, scheduler=tiny.scheduler, tokenizer=tokenizer)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return make_chat_pipeline()
 
 
 def test_messages_are_rendered_as_the_official_sft_prompt(chat_pipe):

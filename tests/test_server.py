@@ -3,7 +3,6 @@
 import contextlib
 import hmac
 import json
-import os
 import socket
 import threading
 import time
@@ -16,11 +15,10 @@ import uvicorn
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH
-from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
 from cola_diffusers.pipelines.cola_dlm.pipeline_output import ColaDLMStreamChunk
 from cola_diffusers.serving import create_app
 
-from .conftest import FIXTURE_DIR, make_tiny_pipeline
+from .conftest import make_chat_pipeline
 
 
 API_KEY = "sk-test-key"
@@ -69,11 +67,7 @@ def demo_url(demo_app):
 
 @pytest.fixture(scope="module")
 def chat_url():
-    tokenizer = load_tokenizer(os.path.join(FIXTURE_DIR, "tokenizer.json"))
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    tiny = make_tiny_pipeline(vae_kwargs={"vocab_size": len(tokenizer)})
-    pipe = ColaDLMPipeline(transformer=tiny.transformer, vae=tiny.vae, scheduler=tiny.scheduler, tokenizer=tokenizer)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = make_chat_pipeline()
     with serve(create_app(pipe, CHAT_MODEL)) as url:
         yield url
 

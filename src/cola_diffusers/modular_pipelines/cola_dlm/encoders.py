@@ -5,6 +5,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...pipelines.cola_dlm.generation import encode_prompt, tokenize
+from .inputs import PROMPT_INPUTS
 from .modular_pipeline import ColaDLMModularPipeline
 
 
@@ -28,13 +29,7 @@ class ColaDLMTextEncoderStep(ModularPipelineBlocks):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("prompt", type_hint=str | list[str], description="The prompt(s) to continue."),
-            InputParam(
-                "messages",
-                type_hint=list[dict] | list[list[dict]],
-                description="Chat conversations instead of `prompt`, in the release's ChatML convention.",
-            ),
-            InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+            *PROMPT_INPUTS,
             InputParam("block_length", required=True, type_hint=int, description="Latents per generated block."),
             InputParam("pad_token_id", required=True, type_hint=int, description="Pad token of the prompt's end."),
         ]

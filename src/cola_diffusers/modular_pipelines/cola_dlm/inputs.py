@@ -8,6 +8,17 @@ from ...pipelines.cola_dlm.generation import check_generation_inputs, resolve_st
 from .modular_pipeline import ColaDLMModularPipeline
 
 
+PROMPT_INPUTS = [
+    InputParam("prompt", type_hint=str | list[str], description="The prompt(s) to continue."),
+    InputParam(
+        "messages",
+        type_hint=list[dict] | list[list[dict]],
+        description="Chat conversations instead of `prompt`, in the release's ChatML convention.",
+    ),
+    InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+]
+
+
 class ColaDLMInputStep(ModularPipelineBlocks):
     model_name = "cola-dlm"
 
@@ -28,13 +39,7 @@ class ColaDLMInputStep(ModularPipelineBlocks):
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("prompt", type_hint=str | list[str], description="The prompt(s) to continue."),
-            InputParam(
-                "messages",
-                type_hint=list[dict] | list[list[dict]],
-                description="Chat conversations instead of `prompt`, in the release's ChatML convention.",
-            ),
-            InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+            *PROMPT_INPUTS,
             InputParam(
                 "block_length",
                 type_hint=int,
