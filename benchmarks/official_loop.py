@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from cola_diffusers.models.autoencoders.autoencoder_kl_cola_text import apply_half_rotary_emb
-from cola_diffusers.models.transformers.transformer_cola import apply_interleaved_rotary_emb
 
 
 class ListKVCache:
@@ -89,6 +88,18 @@ def na_positions(k_shape, q_shape, device):
     return k_pos[None], q_pos[None], q_lens
 
 
+def official_interleaved_rotary_emb(x, positions, inv_freq):
+    """The official DiT RoPE (rotary-embedding-torch, interleaved pairs): tables recomputed on every call, the
+    rotated channels concatenated back to the rest. `x (L, H, D)`, `positions (L,)`."""
+    angles = (positions.float()[:, None] * inv_freq).repeat_interleave(2, dim=-1)[:, None]
+    rope_dim = angles.shape[-1]
+    x_rot, x_pass = x[..., :rope_dim], x[..., rope_dim:]
+    x_even, x_odd = x_rot.unflatten(-1, (-1, 2)).unbind(-1)
+    rotated_half = torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
+    x_rot = (x_rot.float() * angles.cos() + rotated_half.float() * angles.sin()).to(x.dtype)
+    return torch.cat([x_rot, x_pass], dim=-1)
+
+
 def slow_attn(query, key, value, mask):
     """The official `slow_attn` on `(1, H, L, D)` tensors: pre-scaled `q k^T`, additive mask, softmax in fp32."""
     scores = query.mul(1.0 / query.shape[-1] ** 0.5) @ key.transpose(-2, -1)
@@ -123,10 +134,9 @@ def dit_forward(transformer, x, timestep, k_shape, q_shape, cache=None, update=F
         query, key = attn.norm_q(query), attn.norm_k(key)
         if cache is not None:
             key, value = cache.attend_keys(layer_idx, key, value, q_lens, update)
-        q_cos, q_sin = transformer.rotary_embedder(q_pos)
-        k_cos, k_sin = transformer.rotary_embedder(k_pos)
-        query = apply_interleaved_rotary_emb(query, q_cos[0], q_sin[0])
-        key = apply_interleaved_rotary_emb(key, k_cos[0], k_sin[0])
+        inv_freq = transformer.rotary_embedder.inv_freq
+        query = official_interleaved_rotary_emb(query, q_pos[0], inv_freq)
+        key = official_interleaved_rotary_emb(key, k_pos[0], inv_freq)
         hidden = hidden + block.attn_gate(block_temb) * attn.to_out(attend(query, key, value, mask))
 
         shift, scale = block.norm2_modulation(block_temb).chunk(2, dim=-1)

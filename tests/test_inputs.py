@@ -72,8 +72,12 @@ def test_transformer_rejects_wrong_shapes(pipe):
     transformer = pipe.transformer
     with pytest.raises(ValueError, match="`hidden_states` must have 8 channels"):
         transformer(torch.randn(1, 4, 5), torch.zeros(1))
-    with pytest.raises(ValueError, match=r"`timestep` must have shape \(1,\) or \(1, 4\)"):
-        transformer(torch.randn(1, 4, 8), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"`timestep` must have shape \(1,\), \(2,\) or \(2, 4\), got \(3, 4\)"):
+        transformer(torch.randn(2, 4, 8), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"`modulation` must be for timesteps of shape .* got \(3, 1\)"):
+        transformer(torch.randn(2, 4, 8), modulation=transformer.timestep_modulation(torch.zeros(3, 1)))
+    with pytest.raises(ValueError, match="Pass exactly one of `timestep` and `modulation`"):
+        transformer(torch.randn(2, 4, 8))
 
 
 def test_vae_rejects_wrong_shapes(pipe):

@@ -25,26 +25,57 @@ class ColaTransformer1DModelOutput(BaseOutput):
     sample: torch.Tensor
 
 
-def apply_interleaved_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates interleaved channel pairs `(0, 1), (2, 3), ...` of the first `cos.shape[-1]` channels of `x`."""
-    rope_dim = cos.shape[-1]
-    x_rot, x_pass = x[..., :rope_dim], x[..., rope_dim:]
-    x_even, x_odd = x_rot.unflatten(-1, (-1, 2)).unbind(-1)
-    rotated_half = torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
-    x_rot = (x_rot.float() * cos + rotated_half.float() * sin).to(x.dtype)
-    return torch.cat([x_rot, x_pass], dim=-1)
+@dataclass
+class ColaTimestepModulation:
+    """
+    The AdaLN terms of a [`ColaTransformer1DModel`] for some timesteps, from
+    [`ColaTransformer1DModel.timestep_modulation`]. Every term has the timesteps' shape plus `hidden_size`.
+
+    Args:
+        blocks (`list[tuple[torch.Tensor, ...]]`): For every block, `(shift_msa, scale_msa, gate_msa, shift_mlp,
+            scale_mlp, gate_mlp)`.
+        output (`tuple[torch.Tensor, torch.Tensor]`): `(shift, scale)` of the output norm.
+    """
+
+    blocks: list[tuple[torch.Tensor, ...]]
+    output: tuple[torch.Tensor, torch.Tensor]
+
+    def __getitem__(self, index) -> "ColaTimestepModulation":
+        """
+        The terms of the timesteps that `index` selects along the first dimension, copied: views at varying storage
+        offsets would make a compiled DiT recompile for every step.
+        """
+        return ColaTimestepModulation(
+            blocks=[tuple(term[index].clone() for term in terms) for terms in self.blocks],
+            output=tuple(term[index].clone() for term in self.output),
+        )
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the timesteps."""
+        return self.output[0].shape[:-1]
+
+
+def apply_interleaved_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+    """
+    Rotates the interleaved channel pairs `(0, 1), (2, 3), ...` of `x` by the complex RoPE table `freqs_cis` of
+    [`ColaRotaryEmbedding`]: each pair is a complex number `x_2i + i x_2i+1` multiplied by `e^{i θ}`, in fp32.
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * freqs_cis).flatten(-2).to(x.dtype)
 
 
 class ColaRotaryEmbedding(nn.Module):
     """
-    RoPE tables `(cos, sin)` of interleaved pairs over the first `rope_dim` channels of a head.
+    Complex RoPE table of interleaved pairs over the first `rope_dim` channels of a `head_dim`-channel head.
 
     The frequencies are a saved buffer because checkpoints carry them (possibly rounded to their storage dtype).
     They stay in fp32 when the model is cast: rounding them would move the angles of distant positions.
     """
 
-    def __init__(self, rope_dim: int, theta: float = 10000.0):
+    def __init__(self, rope_dim: int, head_dim: int, theta: float = 10000.0):
         super().__init__()
+        self.head_dim = head_dim
         inv_freq = 1.0 / theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim)
         self.register_buffer("inv_freq", inv_freq)
 
@@ -54,11 +85,14 @@ class ColaRotaryEmbedding(nn.Module):
         self.inv_freq = inv_freq.to(device=self.inv_freq.device)
         return self
 
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`position_ids (B, S)` → `cos, sin` of shape `(B, S, 1, rope_dim)`, fp32."""
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """
+        `position_ids (B, S)` → complex64 `e^{i θ}` of shape `(B, S, 1, head_dim // 2)`, one per channel pair;
+        pairs past `rope_dim` get `1` (no rotation).
+        """
         angles = position_ids.float()[..., None] * self.inv_freq
-        angles = angles.repeat_interleave(2, dim=-1).unsqueeze(-2)
-        return angles.cos(), angles.sin()
+        angles = F.pad(angles, (0, self.head_dim // 2 - angles.shape[-1]))
+        return torch.polar(torch.ones_like(angles), angles).unsqueeze(-2)
 
 
 class ColaTimestepEmbedding(nn.Module):
@@ -100,14 +134,14 @@ class ColaDiTAttention(nn.Module, AttentionModuleMixin):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        rotary_emb: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         query, key, value = self.to_qkv(hidden_states).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)
-        query = apply_interleaved_rotary_emb(self.norm_q(query), *rotary_emb)
-        key = apply_interleaved_rotary_emb(self.norm_k(key), *rotary_emb)
+        query = apply_interleaved_rotary_emb(self.norm_q(query), rotary_emb)
+        key = apply_interleaved_rotary_emb(self.norm_k(key), rotary_emb)
         hidden_states = self.processor(query, key, value, attention_mask, layer_cache, cache_position)
         return self.to_out(hidden_states.flatten(2, 3))
 
@@ -143,26 +177,31 @@ class ColaTransformerBlock(nn.Module):
         self.ff = ColaFeedForward(dim, int(dim * mlp_ratio))
         self.ff_gate = nn.Linear(dim, dim)
 
+    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`(shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)` of a timestep embedding."""
+        temb = F.silu(temb)
+        shift_msa, scale_msa = self.norm1_modulation(temb).chunk(2, dim=-1)
+        shift_mlp, scale_mlp = self.norm2_modulation(temb).chunk(2, dim=-1)
+        return shift_msa, scale_msa, self.attn_gate(temb), shift_mlp, scale_mlp, self.ff_gate(temb)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
-        temb: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        modulation: tuple[torch.Tensor, ...],
+        rotary_emb: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        temb = F.silu(temb)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation
 
-        shift, scale = self.norm1_modulation(temb).chunk(2, dim=-1)
-        norm_hidden_states = self.norm1(hidden_states) * (1 + scale) + shift
+        norm_hidden_states = torch.addcmul(shift_msa, self.norm1(hidden_states), 1 + scale_msa)
         attn_output = self.attn(norm_hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
-        hidden_states = hidden_states + self.attn_gate(temb) * attn_output
+        hidden_states = torch.addcmul(hidden_states, gate_msa, attn_output)
 
-        shift, scale = self.norm2_modulation(temb).chunk(2, dim=-1)
-        norm_hidden_states = self.norm2(hidden_states) * (1 + scale) + shift
+        norm_hidden_states = torch.addcmul(shift_mlp, self.norm2(hidden_states), 1 + scale_mlp)
         ff_output = self.ff(norm_hidden_states)
-        return hidden_states + self.ff_gate(temb) * ff_output
+        return torch.addcmul(hidden_states, gate_mlp, ff_output)
 
 
 class ColaTransformer1DModel(ModelMixin, ConfigMixin):
@@ -220,7 +259,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         hidden_size = hidden_size or num_attention_heads * attention_head_dim
 
         self.timestep_embedder = ColaTimestepEmbedding(hidden_size, timestep_frequency_dim)
-        self.rotary_embedder = ColaRotaryEmbedding(rope_dim, rope_theta)
+        self.rotary_embedder = ColaRotaryEmbedding(rope_dim, attention_head_dim, rope_theta)
         self.proj_in = nn.Linear(in_channels, hidden_size)
         self.transformer_blocks = nn.ModuleList(
             [
@@ -245,14 +284,27 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             device=self.device,
         )
 
+    def timestep_modulation(self, timestep: torch.Tensor) -> ColaTimestepModulation:
+        """
+        The AdaLN terms of every block and of the output norm for `timestep` (any shape, rounded to bfloat16 before
+        the embedding, as the model was trained). A sampler that reuses its timesteps can compute them once and pass
+        `modulation=` to [`~ColaTransformer1DModel.forward`] instead of `timestep`, which skips the modulation
+        linears: a third of the DiT's weights.
+        """
+        temb = self.timestep_embedder(timestep.to(torch.bfloat16))
+        shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
+        blocks = [block.modulation(temb) for block in self.transformer_blocks]
+        return ColaTimestepModulation(blocks=blocks, output=(shift, scale))
+
     def forward(
         self,
         hidden_states: torch.Tensor,
-        timestep: torch.Tensor,
+        timestep: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: ColaKVCache | None = None,
         cache_position: torch.LongTensor | None = None,
+        modulation: ColaTimestepModulation | None = None,
         return_dict: bool = True,
     ) -> ColaTransformer1DModelOutput | tuple:
         """
@@ -261,10 +313,10 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         Args:
             hidden_states (`torch.Tensor` of shape `(batch_size, sequence_length, in_channels)`):
                 Latents in the DiT's normalised space.
-            timestep (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, sequence_length)`):
-                Timesteps in `[0, 1000]`, per sample or per position. They are rounded to bfloat16 before the
-                embedding, as the model was trained. Per-sample timesteps are cheaper: the AdaLN modulation is
-                computed once per sample instead of once per position.
+            timestep (`torch.Tensor` of shape `(1,)`, `(batch_size,)` or `(batch_size, sequence_length)`):
+                Timesteps in `[0, 1000]`: one for the whole batch, one per sample or one per position. They are
+                rounded to bfloat16 before the embedding, as the model was trained. The AdaLN modulation is
+                computed once per timestep, so the fewer the cheaper.
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
             attention_mask (`torch.BoolTensor`, *optional*):
@@ -277,6 +329,9 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 attend bidirectionally to their own positions only (the unconditional branch of guidance).
             cache_position (`torch.LongTensor` of shape `(sequence_length,)`, *optional*):
                 Cache slots written by this pass; required with `kv_cache`.
+            modulation ([`ColaTimestepModulation`], *optional*):
+                The [`~ColaTransformer1DModel.timestep_modulation`] of this pass's timesteps, of the shapes
+                `timestep` accepts (after a trailing 1 is added to `(1,)` and `(batch_size,)`), instead of `timestep`.
             return_dict (`bool`, defaults to `True`): Return a [`ColaTransformer1DModelOutput`] instead of a tuple.
 
         Returns:
@@ -288,13 +343,21 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 f"`hidden_states` must have {self.config.in_channels} channels (last dim), got shape "
                 f"{tuple(hidden_states.shape)}."
             )
-        if timestep.ndim == 1:
-            # One timestep per sample: embed and modulate once per sample, broadcast over the positions.
-            timestep = timestep[:, None]
-        if timestep.shape not in ((batch_size, 1), (batch_size, sequence_length)):
+        if (timestep is None) == (modulation is None):
+            raise ValueError("Pass exactly one of `timestep` and `modulation`.")
+        accepted_shapes = ((1, 1), (batch_size, 1), (batch_size, sequence_length))
+        if modulation is None:
+            if (timestep[:, None] if timestep.ndim == 1 else timestep).shape not in accepted_shapes:
+                raise ValueError(
+                    f"`timestep` must have shape (1,), ({batch_size},) or ({batch_size}, {sequence_length}), got "
+                    f"{tuple(timestep.shape)}."
+                )
+            # One timestep per sample or for the batch is embedded and modulated once, broadcast over positions.
+            modulation = self.timestep_modulation(timestep[:, None] if timestep.ndim == 1 else timestep)
+        elif modulation.shape not in accepted_shapes:
             raise ValueError(
-                f"`timestep` must have shape ({batch_size},) or ({batch_size}, {sequence_length}), got "
-                f"{tuple(timestep.shape)}."
+                f"`modulation` must be for timesteps of shape (1, 1), ({batch_size}, 1) or ({batch_size}, "
+                f"{sequence_length}), got {tuple(modulation.shape)}."
             )
         if position_ids is None:
             position_ids = torch.arange(sequence_length, device=hidden_states.device).expand(batch_size, -1)
@@ -304,20 +367,19 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
-        temb = self.timestep_embedder(timestep.to(torch.bfloat16))
         rotary_emb = self.rotary_embedder(position_ids)
         hidden_states = self.proj_in(hidden_states)
 
-        for layer_idx, block in enumerate(self.transformer_blocks):
+        for layer_idx, (block, block_modulation) in enumerate(zip(self.transformer_blocks, modulation.blocks)):
             layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
-            block_args = (hidden_states, temb, rotary_emb, attention_mask, layer_cache, cache_position)
+            block_args = (hidden_states, block_modulation, rotary_emb, attention_mask, layer_cache, cache_position)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *block_args)
             else:
                 hidden_states = block(*block_args)
 
-        shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
-        hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+        shift, scale = modulation.output
+        hidden_states = torch.addcmul(shift, self.norm_out(hidden_states), 1 + scale)
         output = self.proj_out(hidden_states)
 
         if not return_dict:

@@ -16,6 +16,7 @@ from ...pipelines.cola_dlm.generation import (
     commit_block,
     denoise_step,
     retrieve_timesteps,
+    step_modulations,
 )
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .decoders import ColaDLMBlockDecodeStep
@@ -90,7 +91,8 @@ class ColaDLMBlockDenoiseStep(ModularPipelineBlocks):
             block_state.timesteps,
             block_state.sigmas,
         )
-        for step_index, t in enumerate(block_timesteps):
+        modulations = step_modulations(components.transformer, block, block_timesteps)
+        for step_index, (t, modulation) in enumerate(zip(block_timesteps, modulations)):
             block_latents, _ = denoise_step(
                 components.transformer,
                 components.scheduler,
@@ -101,6 +103,7 @@ class ColaDLMBlockDenoiseStep(ModularPipelineBlocks):
                 step_index,
                 len(block_timesteps),
                 block_state.transformer_cache,
+                modulation,
             )
         block_state.block = block
         block_state.block_latents = block_latents

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ...models.attention_cola import ColaKVCache, block_causal_mask
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
-from ...models.transformers.transformer_cola import ColaTransformer1DModel
+from ...models.transformers.transformer_cola import ColaTimestepModulation, ColaTransformer1DModel
 from .sampling import sample_tokens
 
 
@@ -248,8 +248,8 @@ class ColaDLMBlock:
         return torch.where(self.pinned[..., None], self.repaint_latents, latents)
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-position timesteps (0 where prompt latents are pinned) in the first block; else one per sample."""
-        return torch.where(self.pinned, 0.0, t) if self.index == 0 else t.expand(self.pinned.shape[0])
+        """Per-position timesteps (0 where prompt latents are pinned) in the first block; else one for the batch."""
+        return torch.where(self.pinned, 0.0, t) if self.index == 0 else t.reshape(1)
 
 
 @dataclass
@@ -376,7 +376,7 @@ def prefill_caches(
         prefix = prefix * layout.slot_valid[:, :max_prefix, None]
         transformer(
             prefix.to(transformer.dtype),
-            torch.zeros(layout.batch_size, device=layout.slots.device),
+            torch.zeros(1, device=layout.slots.device),
             position_ids=position_ids,
             attention_mask=layout.context_mask(0, max_prefix, layout.block_length),
             kv_cache=transformer_cache,
@@ -392,6 +392,19 @@ def prefill_caches(
     return transformer_cache, vae_cache
 
 
+def step_modulations(
+    transformer: ColaTransformer1DModel, block: ColaDLMBlock, timesteps: torch.Tensor
+) -> list[ColaTimestepModulation | None]:
+    """
+    The DiT's AdaLN terms of every step of a block, computed in one batched pass: the steps then skip the
+    modulation linears. None for the first block, whose per-position timesteps are embedded at every step.
+    """
+    if block.index == 0:
+        return [None] * len(timesteps)
+    modulation = transformer.timestep_modulation(timesteps.reshape(-1, 1, 1))
+    return [modulation[step_index] for step_index in range(len(timesteps))]
+
+
 def guided_velocity(
     transformer: ColaTransformer1DModel,
     guider: BaseGuidance | None,
@@ -401,11 +414,12 @@ def guided_velocity(
     step_index: int,
     num_steps: int,
     kv_cache: ColaKVCache,
+    modulation: ColaTimestepModulation | None = None,
 ) -> torch.Tensor:
     """
     The guided velocity of one step. The conditional branch (block + cached context) and, where guidance needs
     it, the unconditional branch (the block alone, positions from 0) run as one batched DiT pass. A `guider`
-    replaces the built-in classifier-free guidance.
+    replaces the built-in classifier-free guidance. `modulation` is the step's entry of [`step_modulations`].
     """
     if guider is not None:
         guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
@@ -414,10 +428,13 @@ def guided_velocity(
     else:
         with_unconditional = block.guidance_scale != 1.0
 
-    model_input, timestep, position_ids = block_latents.to(transformer.dtype), block.timestep(t), block.position_ids
+    model_input, position_ids = block_latents.to(transformer.dtype), block.position_ids
+    timestep = block.timestep(t) if modulation is None else None
     if with_unconditional:
-        model_input, timestep = torch.cat([model_input] * 2), torch.cat([timestep] * 2)
+        model_input = torch.cat([model_input] * 2)
         position_ids = torch.cat([position_ids, block.unconditional_position_ids])
+        if timestep is not None and timestep.ndim == 2:
+            timestep = torch.cat([timestep] * 2)
     velocity = transformer(
         model_input,
         timestep,
@@ -425,6 +442,7 @@ def guided_velocity(
         attention_mask=block.attention_mask,
         kv_cache=kv_cache,
         cache_position=block.cache_position,
+        modulation=modulation,
     ).sample.float()
     predictions = velocity.chunk(2) if with_unconditional else (velocity,)
 
@@ -448,9 +466,12 @@ def denoise_step(
     step_index: int,
     num_steps: int,
     kv_cache: ColaKVCache,
+    modulation: ColaTimestepModulation | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One scheduler step of a block, prompt latents kept pinned; returns the new latents and the velocity."""
-    velocity = guided_velocity(transformer, guider, block, block_latents, t, step_index, num_steps, kv_cache)
+    velocity = guided_velocity(
+        transformer, guider, block, block_latents, t, step_index, num_steps, kv_cache, modulation
+    )
     block_latents = scheduler.step(velocity, t, block_latents).prev_sample
     return block.repaint(block_latents), velocity
 
@@ -499,7 +520,7 @@ def commit_block(
     """Writes a clean block (t = 0) into the DiT cache for the blocks that follow."""
     transformer(
         block_latents.to(transformer.dtype),
-        torch.zeros(block_latents.shape[0], device=block.cache_position.device),
+        torch.zeros(1, device=block.cache_position.device),
         position_ids=block.position_ids,
         attention_mask=block.attention_mask,
         kv_cache=kv_cache,

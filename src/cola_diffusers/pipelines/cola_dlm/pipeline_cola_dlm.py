@@ -452,10 +452,11 @@ class ColaDLMPipeline(DiffusionPipeline):
                 block_latents = block.repaint(latents[:, block.latent_slice])
 
                 block_timesteps = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
-                for step_index, t in enumerate(block_timesteps):
+                modulations = generation.step_modulations(self.transformer, block, block_timesteps)
+                for step_index, (t, modulation) in enumerate(zip(block_timesteps, modulations)):
                     block_latents, velocity = generation.denoise_step(
                         self.transformer, self.scheduler, self.guider, block, block_latents, t, step_index,
-                        steps_per_block, transformer_cache,
+                        steps_per_block, transformer_cache, modulation,
                     )
 
                     if callback_on_step_end is not None:
