@@ -8,6 +8,10 @@ For every model config and batch size it times the pipeline (one batched DiT pas
 SDPA through diffusers' dispatcher) and, unless `--skip-official`, `official_loop.official_generate` on the same
 weights, prompts and noise. It reports tokens/s, DiT forwards per generated token and peak memory, prints a table
 and writes JSON. Models are randomly initialised: speed does not depend on the weights.
+
+`--count-flops` also runs both once under `torch.utils.flop_counter.FlopCounterMode` and reports the matmul and
+attention FLOPs per generated token: their ratio is what a faster implementation of the same passes can gain when
+both sides are bound by arithmetic.
 """
 
 import argparse
@@ -18,6 +22,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from cola_diffusers import AutoencoderKLColaText, ColaDLMPipeline, ColaTransformer1DModel, FlowMatchBlockCausalScheduler
 from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
@@ -106,6 +111,18 @@ def measure(run, device: str, repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
+def count_flops(run) -> int:
+    """Matmul and attention FLOPs of one call of `run` (the CPU SDPA kernel counted like the GPU ones)."""
+
+    def cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs):
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    with FlopCounterMode(display=False, custom_mapping={cpu_sdpa: cpu_sdpa_flops}) as counter:
+        run()
+    return counter.get_total_flops()
+
+
 def benchmark(args) -> list[dict]:
     rows = []
     for name in args.configs:
@@ -136,6 +153,8 @@ def benchmark(args) -> list[dict]:
             row["pipeline_seconds"] = seconds
             row["pipeline_dit_forwards_per_token"] = (len(calls) - 1) / generated_latents
             row["pipeline_peak_memory_mib"] = peak_memory_mib(args.device)
+            if args.count_flops:
+                row["pipeline_gflop_per_token"] = count_flops(run_pipeline) / 1e9 / (batch_size * args.gen_length)
 
             if not args.skip_official:
                 official_seconds, (sequences, _, counts) = measure(
@@ -148,6 +167,11 @@ def benchmark(args) -> list[dict]:
                 row["official_dit_forwards_per_token"] = (counts["dit_forwards"] - 1) / generated_latents
                 row["speedup"] = official_seconds / seconds
                 row["same_tokens"] = bool(torch.equal(sequences.cpu(), output.sequences.cpu()))
+                if args.count_flops:
+                    official_flops = count_flops(
+                        lambda: official_generate(pipe, prompts, generator=torch.Generator().manual_seed(0), **kwargs)
+                    )
+                    row["official_gflop_per_token"] = official_flops / 1e9 / (batch_size * args.gen_length)
             rows.append(row)
             print(format_row(row), flush=True)
     return rows
@@ -163,6 +187,11 @@ def format_row(row: dict) -> str:
             f" | official loop {row['official_tokens_per_s']:9.1f} tok/s, "
             f"{row['official_dit_forwards_per_token']:.3f} DiT fwd/token | speedup {row['speedup']:.2f}x"
             f"{'' if row['same_tokens'] else ' (tokens differ)'}"
+        )
+    if "official_gflop_per_token" in row:
+        text += (
+            f" | GFLOP/token {row['pipeline_gflop_per_token']:.3f} vs {row['official_gflop_per_token']:.3f} "
+            f"({row['official_gflop_per_token'] / row['pipeline_gflop_per_token']:.2f}x)"
         )
     return text
 
@@ -181,6 +210,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-official", action="store_true", help="Time the pipeline only.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the pipeline's repeated DiT blocks.")
+    parser.add_argument("--count-flops", action="store_true", help="Also count matmul and attention FLOPs.")
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "bench_generate.json"))
     args = parser.parse_args()
 

@@ -118,3 +118,17 @@ def test_timestep_is_rounded_to_bfloat16(transformer):
         at_880 = transformer(hidden_states, torch.tensor([880.0])).sample
     assert torch.equal(at_875, at_876)
     assert not torch.equal(at_876, at_880)
+
+
+def test_precomputed_modulation_equals_the_timestep_path(transformer):
+    hidden_states = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(0))
+    timesteps = torch.tensor([1000.0, 437.5, 0.0])
+    with torch.no_grad():
+        modulation = transformer.timestep_modulation(timesteps.reshape(-1, 1, 1))
+        for index, timestep in enumerate(timesteps):
+            from_timestep = transformer(hidden_states, timestep.reshape(1)).sample
+            per_sample = transformer(hidden_states, timestep.expand(3)).sample
+            precomputed = transformer(hidden_states, modulation=modulation[index]).sample
+            # Equal up to the summation order of a batched matmul.
+            torch.testing.assert_close(precomputed, from_timestep, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(per_sample, from_timestep, rtol=1e-5, atol=1e-5)

@@ -2,7 +2,7 @@
 
 from .models.attention_cola import ColaKVCache, block_causal_mask
 from .models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
-from .models.transformers.transformer_cola import ColaTransformer1DModel
+from .models.transformers.transformer_cola import ColaTimestepModulation, ColaTransformer1DModel
 from .modular_pipelines import ColaDLMBlocks, ColaDLMModularPipeline
 from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
@@ -19,6 +19,7 @@ __all__ = [
     "ColaDLMPipelineOutput",
     "ColaDLMStreamChunk",
     "ColaKVCache",
+    "ColaTimestepModulation",
     "ColaTransformer1DModel",
     "FlowMatchBlockCausalScheduler",
     "block_causal_mask",

@@ -50,6 +50,24 @@ class ColaTimestepModulation:
             output=tuple(term[index].clone() for term in self.output),
         )
 
+    def where(self, condition: torch.Tensor, other: "ColaTimestepModulation") -> "ColaTimestepModulation":
+        """The terms of `other` where `condition` (of the timesteps' shape, broadcast) holds, else these."""
+
+        def pick(term, other_term):
+            return torch.where(condition[..., None], other_term, term)
+
+        return ColaTimestepModulation(
+            blocks=[tuple(map(pick, terms, other_terms)) for terms, other_terms in zip(self.blocks, other.blocks)],
+            output=tuple(map(pick, self.output, other.output)),
+        )
+
+    def repeat(self, repeats: int) -> "ColaTimestepModulation":
+        """The terms repeated `repeats` times along the first dimension, for a batch stacked `repeats` times."""
+        return ColaTimestepModulation(
+            blocks=[tuple(torch.cat([term] * repeats) for term in terms) for terms in self.blocks],
+            output=tuple(torch.cat([term] * repeats) for term in self.output),
+        )
+
     @property
     def shape(self) -> torch.Size:
         """The shape of the timesteps."""

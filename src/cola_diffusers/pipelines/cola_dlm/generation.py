@@ -397,12 +397,14 @@ def step_modulations(
 ) -> list[ColaTimestepModulation | None]:
     """
     The DiT's AdaLN terms of every step of a block, computed in one batched pass: the steps then skip the
-    modulation linears. None for the first block, whose per-position timesteps are embedded at every step.
+    modulation linears. In the first block, repainted prompt latents get the terms of t = 0.
     """
-    if block.index == 0:
-        return [None] * len(timesteps)
     modulation = transformer.timestep_modulation(timesteps.reshape(-1, 1, 1))
-    return [modulation[step_index] for step_index in range(len(timesteps))]
+    modulations = [modulation[step_index] for step_index in range(len(timesteps))]
+    if block.index == 0:
+        clean = transformer.timestep_modulation(torch.zeros(1, 1, device=timesteps.device))
+        modulations = [step_modulation.where(block.pinned, clean) for step_modulation in modulations]
+    return modulations
 
 
 def guided_velocity(
@@ -433,8 +435,11 @@ def guided_velocity(
     if with_unconditional:
         model_input = torch.cat([model_input] * 2)
         position_ids = torch.cat([position_ids, block.unconditional_position_ids])
+        # The first block's per-position timesteps or terms, for both branches.
         if timestep is not None and timestep.ndim == 2:
             timestep = torch.cat([timestep] * 2)
+        if modulation is not None and modulation.shape != (1, 1):
+            modulation = modulation.repeat(2)
     velocity = transformer(
         model_input,
         timestep,
