@@ -247,10 +247,6 @@ class ColaDLMBlock:
         """Pins the repainted prompt latents into `latents` of the block."""
         return torch.where(self.pinned[..., None], self.repaint_latents, latents)
 
-    def timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-position timesteps (0 where prompt latents are pinned) in the first block; else one for the batch."""
-        return torch.where(self.pinned, 0.0, t) if self.index == 0 else t.reshape(1)
-
 
 @dataclass
 class ColaDLMLayout:
@@ -416,7 +412,7 @@ def guided_velocity(
     step_index: int,
     num_steps: int,
     kv_cache: ColaKVCache,
-    modulation: ColaTimestepModulation | None = None,
+    modulation: ColaTimestepModulation,
 ) -> torch.Tensor:
     """
     The guided velocity of one step. The conditional branch (block + cached context) and, where guidance needs
@@ -431,18 +427,14 @@ def guided_velocity(
         with_unconditional = block.guidance_scale != 1.0
 
     model_input, position_ids = block_latents.to(transformer.dtype), block.position_ids
-    timestep = block.timestep(t) if modulation is None else None
     if with_unconditional:
         model_input = torch.cat([model_input] * 2)
         position_ids = torch.cat([position_ids, block.unconditional_position_ids])
-        # The first block's per-position timesteps or terms, for both branches.
-        if timestep is not None and timestep.ndim == 2:
-            timestep = torch.cat([timestep] * 2)
-        if modulation is not None and modulation.shape != (1, 1):
+        # The first block's per-position terms, for both branches.
+        if modulation.shape != (1, 1):
             modulation = modulation.repeat(2)
     velocity = transformer(
         model_input,
-        timestep,
         position_ids=position_ids,
         attention_mask=block.attention_mask,
         kv_cache=kv_cache,
@@ -471,7 +463,7 @@ def denoise_step(
     step_index: int,
     num_steps: int,
     kv_cache: ColaKVCache,
-    modulation: ColaTimestepModulation | None = None,
+    modulation: ColaTimestepModulation,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One scheduler step of a block, prompt latents kept pinned; returns the new latents and the velocity."""
     velocity = guided_velocity(
