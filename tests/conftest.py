@@ -1,5 +1,6 @@
 import json
 import os
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -10,6 +11,27 @@ from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
 
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "cola_reference")
+# The second official fixture: VAE without biases, pre-norm, no q/k norm, q/k/v biases; DiT q/k/v biases; block 2.
+VARIANTS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "cola_reference_variants")
+REFERENCE_DIRS = {"cola_reference": FIXTURE_DIR, "cola_reference_variants": VARIANTS_DIR}
+
+
+@dataclass
+class Reference:
+    """An official fixture: its folder, its traces and the module and run records of `traces.json`."""
+
+    folder: str
+    traces: dict
+    modules: dict
+    runs: list[dict]
+
+
+@pytest.fixture(scope="session", params=list(REFERENCE_DIRS))
+def reference(request):
+    folder = REFERENCE_DIRS[request.param]
+    with open(os.path.join(folder, "traces.json")) as file:
+        records = json.load(file)
+    return Reference(folder, load_file(os.path.join(folder, "traces.safetensors")), records["modules"], records["runs"])
 
 
 @pytest.fixture(scope="session")

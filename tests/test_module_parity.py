@@ -1,4 +1,4 @@
-"""The models reproduce the official module outputs recorded in the reference fixture (fp32)."""
+"""The models reproduce the official module outputs recorded in both reference fixtures (fp32)."""
 
 import os
 
@@ -8,21 +8,20 @@ import torch
 from cola_diffusers import block_causal_mask
 from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
 
-from .conftest import FIXTURE_DIR, relative_error
+from .conftest import relative_error
 
 
-LENGTHS = [4, 12, 8]
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def transformer():
-    return load_official_transformer(os.path.join(FIXTURE_DIR, "cola_dlm", "cola_dit"))
+def transformer(reference):
+    return load_official_transformer(os.path.join(reference.folder, "cola_dlm", "cola_dit"))
 
 
 @pytest.fixture(scope="module")
-def vae():
-    return load_official_vae(os.path.join(FIXTURE_DIR, "cola_dlm", "cola_vae"))
+def vae(reference):
+    return load_official_vae(os.path.join(reference.folder, "cola_dlm", "cola_vae"))
 
 
 def right_pad(sequences):
@@ -41,43 +40,47 @@ def unpad(batch, lengths):
 
 
 @torch.no_grad()
-def test_vae_encode_matches_reference(vae, traces):
-    input_ids, valid = right_pad([traces[f"vae_encode.input_ids.{i}"] for i in range(3)])
+def test_vae_encode_matches_reference(vae, reference):
+    traces, lengths = reference.traces, reference.modules["vae_encode"]["lengths"]
+    input_ids, valid = right_pad([traces[f"vae_encode.input_ids.{i}"] for i in range(len(lengths))])
     posterior = vae.encode(input_ids, valid.long()).latent_dist
-    for i, length in enumerate(LENGTHS):
+    for i, length in enumerate(lengths):
         assert relative_error(posterior.mean[i, :length], traces[f"vae_encode.mean.{i}"]) < TOLERANCE
         assert relative_error(posterior.logvar[i, :length], traces[f"vae_encode.logvar.{i}"]) < TOLERANCE
 
 
 @torch.no_grad()
-def test_vae_decode_matches_reference(vae, traces):
-    latents, valid = right_pad(list(traces["vae_decode.z"].split(LENGTHS)))
-    positions = torch.arange(latents.shape[1]).expand(len(LENGTHS), -1)
+def test_vae_decode_matches_reference(vae, reference):
+    traces, lengths = reference.traces, reference.modules["vae_decode"]["lengths"]
+    latents, valid = right_pad(list(traces["vae_decode.z"].split(lengths)))
+    positions = torch.arange(latents.shape[1]).expand(len(lengths), -1)
     mask = block_causal_mask(positions, positions, valid, vae.config.block_size)
     logits = vae.decode(latents, attention_mask=mask).logits
-    assert relative_error(unpad(logits, LENGTHS), traces["vae_decode.logits"]) < TOLERANCE
+    assert relative_error(unpad(logits, lengths), traces["vae_decode.logits"]) < TOLERANCE
 
 
 @torch.no_grad()
-def test_transformer_full_pass_matches_reference(transformer, traces):
-    hidden_states, valid = right_pad(list(traces["dit_full.x"].split(LENGTHS)))
-    timestep, _ = right_pad(list(traces["dit_full.t"].split(LENGTHS)))
-    positions = torch.arange(hidden_states.shape[1]).expand(len(LENGTHS), -1)
+def test_transformer_full_pass_matches_reference(transformer, reference):
+    traces, lengths = reference.traces, reference.modules["dit_full"]["lengths"]
+    hidden_states, valid = right_pad(list(traces["dit_full.x"].split(lengths)))
+    timestep, _ = right_pad(list(traces["dit_full.t"].split(lengths)))
+    positions = torch.arange(hidden_states.shape[1]).expand(len(lengths), -1)
     mask = block_causal_mask(positions, positions, valid, transformer.config.block_size)
     output = transformer(hidden_states, timestep, attention_mask=mask).sample
-    assert relative_error(unpad(output, LENGTHS), traces["dit_full.out"]) < TOLERANCE
+    assert relative_error(unpad(output, lengths), traces["dit_full.out"]) < TOLERANCE
 
 
 @torch.no_grad()
-def test_transformer_cached_passes_match_reference(transformer, traces):
-    prefix_lengths, block, batch = [8, 0, 4], 4, 3
+def test_transformer_cached_passes_match_reference(transformer, reference):
+    traces, prefix_lengths = reference.traces, reference.modules["dit_cached"]["prefix_lengths"]
+    block, batch, channels = transformer.config.block_size, len(prefix_lengths), transformer.config.in_channels
     max_prefix = max(prefix_lengths)
     prefixes = traces["dit_cached.prefix"].split(prefix_lengths)
     # Left-pad the prefixes so that every block lands in the same cache slots.
     pad = torch.tensor([max_prefix - length for length in prefix_lengths])
     positions = torch.arange(max_prefix + block) - pad[:, None]
     valid = positions >= 0
-    prefix = torch.zeros(batch, max_prefix, 8)
+    prefix = torch.zeros(batch, max_prefix, channels)
     for row, sequence in enumerate(prefixes):
         prefix[row, pad[row] :] = sequence
 
@@ -87,7 +90,7 @@ def test_transformer_cached_passes_match_reference(transformer, traces):
     prefix_mask = block_causal_mask(positions[:, :max_prefix], positions, prefix_valid, block, slots[:max_prefix])
     transformer(prefix, torch.zeros(batch), positions[:, :max_prefix], prefix_mask, cache, slots[:max_prefix])
 
-    query = traces["dit_cached.q"].view(batch, block, 8)
+    query = traces["dit_cached.q"].view(batch, block, channels)
     timestep = traces["dit_cached.t"].view(batch, block)
     block_slots = slots[max_prefix:]
     cond_mask = block_causal_mask(positions[:, max_prefix:], positions, valid, block, block_slots)
@@ -111,7 +114,7 @@ def test_transformer_cached_passes_match_reference(transformer, traces):
 
 
 def test_timestep_is_rounded_to_bfloat16(transformer):
-    hidden_states = torch.randn(1, 4, 8)
+    hidden_states = torch.randn(1, transformer.config.block_size, transformer.config.in_channels)
     with torch.no_grad():
         at_875 = transformer(hidden_states, torch.tensor([875.0])).sample
         at_876 = transformer(hidden_states, torch.tensor([876.0])).sample
@@ -121,7 +124,8 @@ def test_timestep_is_rounded_to_bfloat16(transformer):
 
 
 def test_precomputed_modulation_equals_the_timestep_path(transformer):
-    hidden_states = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(0))
+    shape = (3, transformer.config.block_size, transformer.config.in_channels)
+    hidden_states = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     timesteps = torch.tensor([1000.0, 437.5, 0.0])
     with torch.no_grad():
         modulation = transformer.timestep_modulation(timesteps.reshape(-1, 1, 1))

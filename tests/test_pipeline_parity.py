@@ -1,4 +1,4 @@
-"""End-to-end parity of ColaDLMPipeline with the official sampler."""
+"""End-to-end parity of ColaDLMPipeline with the official sampler, on both reference fixtures."""
 
 import pytest
 import torch
@@ -35,24 +35,32 @@ def run_recorded(pipe, run, run_index, traces):
     assert output.sequences.tolist() == expected_tokens
 
 
-def test_prompt_tokenization_matches_reference(fixture_pipeline, trace_runs):
-    run = trace_runs[0]
-    assert fixture_pipeline.tokenizer(run["prompts"])["input_ids"] == run["prompt_token_ids"]
-    assert fixture_pipeline.pad_token_id == 2
-    assert fixture_pipeline.stop_token_ids == [0, 1]
+@pytest.fixture(scope="module")
+def reference_pipeline(reference):
+    pipe = ColaDLMPipeline.from_pretrained(reference.folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
-@pytest.mark.parametrize("run_index", [0, 1, 2])
-def test_pipeline_reproduces_recorded_runs(fixture_pipeline, trace_runs, traces, run_index):
-    run_recorded(fixture_pipeline, trace_runs[run_index], run_index, traces)
+def test_prompt_tokenization_matches_reference(reference_pipeline, reference):
+    run = reference.runs[0]
+    assert reference_pipeline.tokenizer(run["prompts"])["input_ids"] == run["prompt_token_ids"]
+    assert reference_pipeline.pad_token_id == 2
+    assert reference_pipeline.stop_token_ids == [0, 1]
 
 
-def test_round_trip_through_diffusers_format(fixture_pipeline, trace_runs, traces, tmp_path):
-    fixture_pipeline.save_pretrained(tmp_path)
+def test_pipeline_reproduces_recorded_runs(reference_pipeline, reference):
+    for run_index, run in enumerate(reference.runs):
+        run_recorded(reference_pipeline, run, run_index, reference.traces)
+
+
+def test_round_trip_through_diffusers_format(reference_pipeline, reference, tmp_path):
+    reference_pipeline.save_pretrained(tmp_path)
     reloaded = ColaDLMPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
-    for run_index, run in enumerate(trace_runs):
-        run_recorded(reloaded, run, run_index, traces)
+    assert reloaded.vae.config.bias == reference_pipeline.vae.config.bias
+    for run_index, run in enumerate(reference.runs):
+        run_recorded(reloaded, run, run_index, reference.traces)
 
 
 CONFIGURATIONS = {
@@ -82,11 +90,25 @@ def test_pipeline_matches_reference_sampler(name, gen_length, guidance_scale):
     assert any(length % tokens_per_block == 0 for length in prompt_lengths)
 
     generator = torch.Generator().manual_seed(0)
-    probe = pipe(PROMPTS, gen_length=gen_length, num_inference_steps=3, guidance_scale=guidance_scale,
-                 eos_early_stop=False, output_type="latent", generator=generator)
+    probe = pipe(
+        PROMPTS,
+        gen_length=gen_length,
+        num_inference_steps=3,
+        guidance_scale=guidance_scale,
+        eos_early_stop=False,
+        output_type="latent",
+        generator=generator,
+    )
     noise = torch.randn(probe.latents.shape, generator=torch.Generator().manual_seed(1))
-    output = pipe(PROMPTS, gen_length=gen_length, num_inference_steps=3, guidance_scale=guidance_scale,
-                  eos_early_stop=False, output_type="latent", latents=noise)
+    output = pipe(
+        PROMPTS,
+        gen_length=gen_length,
+        num_inference_steps=3,
+        guidance_scale=guidance_scale,
+        eos_early_stop=False,
+        output_type="latent",
+        latents=noise,
+    )
 
     num_blocks = noise.shape[1] // block_length
     for row, prompt in enumerate(PROMPTS):

@@ -106,14 +106,96 @@ def _rename(state_dict: dict[str, torch.Tensor], key_map: list[tuple[str, str]],
     return renamed
 
 
+# Defaults of the official configuration classes (`ColaDiTConfig`, `ColaTextVAEConfig`): a key that a checkpoint's
+# `config.json` leaves out takes these values, as it does in the official code.
+OFFICIAL_DIT_DEFAULTS = {
+    "txt_in_channels": 16,
+    "txt_out_channels": 16,
+    "txt_dim": 2048,
+    "emb_dim": 2048,
+    "heads": 16,
+    "head_dim": 128,
+    "expand_ratio": 4,
+    "num_layers": 24,
+    "norm_eps": 1e-5,
+    "qk_bias": False,
+    "patch_size": 1,
+    "rope_dim": 96,
+    "block_size": 4,
+}
+OFFICIAL_VAE_DEFAULTS = {
+    "vocab_size": 100278,
+    "encoder_num_blocks": 4,
+    "decoder_num_blocks": 4,
+    "dim": 1536,
+    "ffn_dim": 6144,
+    "latent_dim": 16,
+    "patch_size": 1,
+    "num_heads": 12,
+    "shared_heads_kv": 1,
+    "encoder_last_ln": True,
+    "layer_norm_type": "layer_norm",
+    "layer_norm_eps": 1e-6,
+    "layer_norm_affine": True,
+    "post_norm": True,
+    "qk_bias": False,
+    "qk_norm": True,
+    "qk_norm_affine": True,
+    "clip_qkv": None,
+    "rope_theta": 500000,
+    "rope_full_precision": True,
+    "bias": True,
+    "dropout": 0.0,
+    "attn_dropout": 0.0,
+    "act": "swiglu",
+    "causal": False,
+    "block_causal": True,
+    "block_size": 4,
+    "use_variation": True,
+    "use_emb": True,
+    "scaling_factor": 1.0,
+    "shifting_factor": 0.0,
+}
+# Official options that our models implement for one value only: any other value is refused, never approximated.
+# (Keys the official models do not read, such as `init_std` or `architectures`, are ignored as they are there.)
+_DIT_FIXED_OPTIONS = {"patch_size": 1}
+_VAE_FIXED_OPTIONS = {
+    "act": "swiglu",
+    "layer_norm_type": "layer_norm",
+    "shared_heads_kv": 1,
+    "clip_qkv": None,
+    "rope_full_precision": True,
+    "dropout": 0.0,
+    "attn_dropout": 0.0,
+    "causal": False,
+    "block_causal": True,
+    "use_variation": True,
+    "use_emb": True,
+}
+
+
+def _with_defaults(config: dict, defaults: dict, fixed_options: dict, model_type: str, name: str) -> dict:
+    if config.get("model_type") != model_type:
+        raise ValueError(
+            f"Expected an official {name} config with `model_type: {model_type}`, got {config.get('model_type')!r}."
+        )
+    config = {**defaults, **config}
+    for key, accepted in fixed_options.items():
+        if config[key] != accepted:
+            raise ValueError(
+                f"The official {name} option `{key}={config[key]!r}` is not supported: cola-diffusers implements "
+                f"only `{key}={accepted!r}` and refuses to load an approximation."
+            )
+    return config
+
+
 def transformer_config_from_official(config: dict) -> dict:
-    """Maps an official `cola_dit` config to [`ColaTransformer1DModel`] arguments."""
-    if config.get("model_type") != "cola_dit":
-        raise ValueError(f"Expected an official DiT config with `model_type: cola_dit`, got {config.get('model_type')!r}.")
+    """Maps an official `cola_dit` config to [`ColaTransformer1DModel`] arguments; refuses what it cannot honour."""
+    config = _with_defaults(config, OFFICIAL_DIT_DEFAULTS, _DIT_FIXED_OPTIONS, "cola_dit", "DiT")
     if config["emb_dim"] != config["txt_dim"]:
-        raise ValueError(f"AdaLN needs `emb_dim == txt_dim`, got emb_dim={config['emb_dim']}, txt_dim={config['txt_dim']}.")
-    if config.get("patch_size", 1) != 1:
-        raise ValueError(f"Only DiT `patch_size` 1 is supported, got {config['patch_size']}.")
+        raise ValueError(
+            f"AdaLN needs `emb_dim == txt_dim`, got emb_dim={config['emb_dim']}, txt_dim={config['txt_dim']}."
+        )
     return {
         "in_channels": config["txt_in_channels"],
         "out_channels": config["txt_out_channels"],
@@ -123,31 +205,15 @@ def transformer_config_from_official(config: dict) -> dict:
         "hidden_size": config["txt_dim"],
         "rope_dim": config["rope_dim"],
         "mlp_ratio": config["expand_ratio"],
-        "qkv_bias": config.get("qk_bias", False),
-        "norm_eps": config.get("norm_eps", 1e-5),
+        "qkv_bias": config["qk_bias"],
+        "norm_eps": config["norm_eps"],
         "block_size": config["block_size"],
     }
 
 
 def vae_config_from_official(config: dict) -> dict:
-    """Maps an official `cola_text_vae` config to [`AutoencoderKLColaText`] arguments."""
-    if config.get("model_type") != "cola_text_vae":
-        raise ValueError(
-            f"Expected an official VAE config with `model_type: cola_text_vae`, got {config.get('model_type')!r}."
-        )
-    unsupported = {
-        "act": ("swiglu",),
-        "layer_norm_type": ("layer_norm",),
-        "shared_heads_kv": (1,),
-        "clip_qkv": (None,),
-        "use_emb": (True,),
-        "use_variation": (True,),
-        "causal": (False,),
-        "block_causal": (True,),
-    }
-    for key, accepted in unsupported.items():
-        if key in config and config[key] not in accepted:
-            raise ValueError(f"VAE config `{key}={config[key]!r}` is not supported; accepted: {list(accepted)}.")
+    """Maps an official `cola_text_vae` config to [`AutoencoderKLColaText`] arguments; refuses what it cannot honour."""
+    config = _with_defaults(config, OFFICIAL_VAE_DEFAULTS, _VAE_FIXED_OPTIONS, "cola_text_vae", "VAE")
     return {
         "vocab_size": config["vocab_size"],
         "latent_dim": config["latent_dim"],
@@ -158,15 +224,15 @@ def vae_config_from_official(config: dict) -> dict:
         "decoder_num_blocks": config["decoder_num_blocks"],
         "patch_size": config["patch_size"],
         "block_size": config["block_size"],
-        "bias": config.get("bias", True),
-        "qkv_bias": config.get("qk_bias", False),
-        "qk_norm": config.get("qk_norm", True),
-        "qk_norm_affine": config.get("qk_norm_affine", True),
-        "norm_affine": config.get("layer_norm_affine", True),
-        "post_norm": config.get("post_norm", True),
-        "norm_eps": config.get("layer_norm_eps", 1e-6),
-        "rope_theta": config.get("rope_theta", 500000.0),
-        "normalize_mean": config.get("encoder_last_ln", True),
+        "bias": config["bias"],
+        "qkv_bias": config["qk_bias"],
+        "qk_norm": config["qk_norm"],
+        "qk_norm_affine": config["qk_norm_affine"],
+        "norm_affine": config["layer_norm_affine"],
+        "post_norm": config["post_norm"],
+        "norm_eps": config["layer_norm_eps"],
+        "rope_theta": float(config["rope_theta"]),
+        "normalize_mean": config["encoder_last_ln"],
         "scaling_factor": config["scaling_factor"],
         "shifting_factor": config["shifting_factor"],
     }
@@ -202,6 +268,11 @@ def _load_into(model, state_dict: dict[str, torch.Tensor], source: str, dtype: t
     missing = sorted(set(expected) - set(state_dict))
     if missing:
         raise ValueError(f"{source} lacks weights {missing[:5]}{' ...' if len(missing) > 5 else ''}.")
+    unexpected = sorted(set(state_dict) - set(expected))
+    if unexpected:
+        raise ValueError(
+            f"{source} has weights its config does not use: {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}."
+        )
     for key, tensor in state_dict.items():
         if tensor.shape != expected[key].shape:
             raise ValueError(

@@ -232,7 +232,8 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         encoder_num_blocks (`int`, defaults to 4), decoder_num_blocks (`int`, defaults to 4): Depths.
         patch_size (`int`, defaults to 1): Tokens per latent.
         block_size (`int`, defaults to 16): Latents per attention block.
-        bias (`bool`, defaults to `True`): Bias of the output and feed-forward projections.
+        bias (`bool`, defaults to `True`): Bias of the attention output and feed-forward projections, of the encoder's
+            output projection and of the decoder's input projection and vocabulary head.
         qkv_bias (`bool`, defaults to `False`): Bias of the query/key/value projection.
         qk_norm (`bool`, defaults to `True`), qk_norm_affine (`bool`, defaults to `True`): LayerNorm on queries/keys.
         norm_affine (`bool`, defaults to `True`): Affine attention LayerNorm of the blocks (the others always are).
@@ -295,14 +296,14 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         self.encoder.embed_tokens = nn.Embedding(vocab_size + 1, hidden_size)
         self.encoder.patch_embed = nn.Conv1d(hidden_size, hidden_size, kernel_size=patch_size, stride=patch_size)
         self.encoder.transformer = ColaTextTransformer(encoder_num_blocks, **transformer_kwargs)
-        self.encoder.proj_out = nn.Linear(hidden_size, 2 * latent_dim)
+        self.encoder.proj_out = nn.Linear(hidden_size, 2 * latent_dim, bias=bias)
 
         self.decoder = nn.Module()
-        self.decoder.proj_in = nn.Linear(latent_dim, hidden_size)
+        self.decoder.proj_in = nn.Linear(latent_dim, hidden_size, bias=bias)
         self.decoder.transformer = ColaTextTransformer(decoder_num_blocks, **transformer_kwargs)
         self.decoder.unpatchify = nn.Linear(hidden_size, patch_size * hidden_size)
         self.decoder.norm_out = nn.LayerNorm(hidden_size, eps=norm_eps)
-        self.decoder.lm_head = nn.Linear(hidden_size, vocab_size)
+        self.decoder.lm_head = nn.Linear(hidden_size, vocab_size, bias=bias)
         self.gradient_checkpointing = False
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
