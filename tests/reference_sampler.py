@@ -10,9 +10,30 @@ none of that machinery.
 import torch
 
 
+def classifier_free_guidance(cond, uncond, scale):
+    """The official guidance: `uncond + scale · (cond - uncond)`."""
+    return uncond + scale * (cond - uncond)
+
+
 @torch.no_grad()
-def reference_generate(pipe, prompt, noise, num_inference_steps, guidance_scale, repetition_penalty, pad_token_id):
-    """Returns `(clean_latents, sampled_tokens, num_trimmed_tokens)` for one prompt; `noise` is `(blocks, L, C)`."""
+def reference_generate(
+    pipe,
+    prompt,
+    noise,
+    num_inference_steps,
+    guidance_scale,
+    repetition_penalty,
+    pad_token_id,
+    scheduler=None,
+    guidance=classifier_free_guidance,
+):
+    """
+    Returns `(clean_latents, sampled_tokens, num_trimmed_tokens)` for one prompt; `noise` is `(blocks, L, C)`.
+
+    By default every block takes the official Euler steps on `linspace(1000, 0, steps + 1)`. A diffusers `scheduler`
+    (a fresh instance, not the pipeline's) replaces them: `set_timesteps(num_inference_steps)` per block, then one
+    `step` per entry of its `timesteps`. `guidance(cond, uncond, scale)` combines the velocities of the two passes.
+    """
     transformer, vae = pipe.transformer, pipe.vae
     block_length, patch_size = transformer.config.block_size, vae.config.patch_size
     ids = pipe.tokenizer(prompt)["input_ids"]
@@ -32,14 +53,19 @@ def reference_generate(pipe, prompt, noise, num_inference_steps, guidance_scale,
         pinned = torch.arange(block_length) < num_pinned
         x[pinned] = z[prefix_length : prefix_length + num_pinned]
         scale = guidance_scale if (prefix_length > 0 or block_index > 0) else 1.0
-        for t, t_next in zip(timesteps[:-1], timesteps[1:]):
-            t_block = torch.where(pinned, 0.0, t)
+        if scheduler is not None:
+            scheduler.set_timesteps(num_inference_steps)
+        for step_index, t in enumerate(timesteps[:-1] if scheduler is None else scheduler.timesteps):
+            t_block = torch.where(pinned, 0.0, t.float())
             sequence = torch.cat([context, x])[None]
             t_sequence = torch.cat([torch.zeros(len(context)), t_block])[None]
             cond = transformer(sequence, t_sequence).sample[0, -block_length:]
             uncond = transformer(x[None], t_block[None]).sample[0]
-            velocity = uncond + scale * (cond - uncond)
-            x = x - (t - t_next) / 1000 * velocity
+            velocity = guidance(cond, uncond, scale)
+            if scheduler is None:
+                x = x - (t - timesteps[step_index + 1]) / 1000 * velocity
+            else:
+                x = scheduler.step(velocity[None], t, x[None]).prev_sample[0]
             x[pinned] = z[prefix_length : prefix_length + num_pinned]
         context = torch.cat([context, x])
         logits = vae.decode(context[None]).logits[0, -chunk:]

@@ -17,14 +17,17 @@ from evaluate_demo import held_out_accuracy  # noqa: E402
 def test_demo_splits_are_disjoint_and_fixed():
     train, held_out = set(demo_examples("train")), demo_examples("held_out")
     assert len(held_out) == 500 and len(train) == 9500 and not train & set(held_out)
-    assert held_out == demo_examples("held_out")
+    # The held-out split is pinned: the README's accuracy figures are measured on exactly these strings.
+    assert held_out[:5] == ["9770", "3631", "7059", "0421", "9878"] and held_out[-1] == "5508"
+    assert sum(int(digits) for digits in held_out) == 2355531
 
 
 def test_embedded_model_reverses_held_out_digits():
     pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
     pipe.set_progress_bar_config(disable=True)
-    accuracy = held_out_accuracy(pipe, limit=100, num_inference_steps=16, guidance_scale=7.0,
-                                 generator=torch.Generator().manual_seed(0))
+    accuracy = held_out_accuracy(
+        pipe, limit=100, num_inference_steps=16, guidance_scale=7.0, generator=torch.Generator().manual_seed(0)
+    )
     # Measured: 86% on these 100 examples, 88.2% on all 500 (scripts/evaluate_demo.py, the README's figure).
     assert accuracy >= 0.75
 
@@ -33,7 +36,11 @@ def test_command_line_uses_the_embedded_model_by_default():
     digits = demo_examples("held_out")[0]
     result = subprocess.run(
         [sys.executable, "-m", "cola_diffusers.cli", "generate", demo_prompt(digits)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == demo_answer(digits)
