@@ -20,6 +20,7 @@ MODEL = {
     "transformer_config": {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 32, "rope_dim": 16,
                            "block_size": 4},
 }
+DEMO_MAX_SEQUENCE_LENGTH = 128
 COMMON = {"max_length": 12, "learn_padding": True, "block_sizes": [4], "batch_size": 64, "learning_rate": 1e-3,
           "log_every": 100}
 
@@ -41,11 +42,13 @@ def main():
     vae_dir, prior_dir = os.path.join(args.work_dir, "vae"), os.path.join(args.work_dir, "prior")
     train(TrainingConfig(stage="vae", train_file=corpus, output_dir=vae_dir, tokenizer_file=tokenizer_file,
                          max_steps=args.vae_steps, kl_weight=1e-3, **MODEL, **COMMON))
-    train(TrainingConfig(stage="prior", train_file=corpus, output_dir=prior_dir, pretrained_model=vae_dir,
-                         max_steps=args.prior_steps, **COMMON))
+    pipe, _ = train(TrainingConfig(stage="prior", train_file=corpus, output_dir=prior_dir, pretrained_model=vae_dir,
+                                   max_steps=args.prior_steps, **COMMON))
 
+    # Trained on 12-token rows; the recorded context leaves room for the command line's 64 new tokens.
+    pipe.tokenizer.model_max_length = DEMO_MAX_SEQUENCE_LENGTH
     shutil.rmtree(DEMO_MODEL_PATH, ignore_errors=True)
-    shutil.copytree(prior_dir, DEMO_MODEL_PATH, ignore=shutil.ignore_patterns("checkpoint-*", "loss_history.json"))
+    pipe.save_pretrained(DEMO_MODEL_PATH)
     print(f"Wrote the demo model to {DEMO_MODEL_PATH}")
 
 

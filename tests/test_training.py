@@ -1,9 +1,9 @@
 """Training objectives and the accelerate training loop on tiny models."""
 
 import json
+import math
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -31,10 +31,22 @@ def tiny_config(stage, corpus_file, output_dir, **overrides):
         "train_file": corpus_file,
         "output_dir": str(output_dir),
         "tokenizer_file": os.path.join(FIXTURE_DIR, "tokenizer.json"),
-        "transformer_config": {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "rope_dim": 8,
-                               "block_size": 4},
-        "vae_config": {"latent_dim": 8, "hidden_size": 32, "num_attention_heads": 2, "ffn_dim": 64,
-                       "encoder_num_blocks": 1, "decoder_num_blocks": 1, "block_size": 4},
+        "transformer_config": {
+            "num_layers": 1,
+            "num_attention_heads": 2,
+            "attention_head_dim": 16,
+            "rope_dim": 8,
+            "block_size": 4,
+        },
+        "vae_config": {
+            "latent_dim": 8,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "ffn_dim": 64,
+            "encoder_num_blocks": 1,
+            "decoder_num_blocks": 1,
+            "block_size": 4,
+        },
         "max_length": 16,
         "block_sizes": [2, 4],
         "batch_size": 8,
@@ -64,17 +76,78 @@ def test_two_block_layout_mask_matches_a_hand_built_expectation():
     assert torch.equal(mask, expected)
 
 
+def prior_loss_with_wrong_velocity(pipe, input_ids, attention_mask, where=None):
+    """
+    Seeded `prior_loss` (a prompt boundary in every block) with 100 added to the predicted velocity where
+    `where(t)` holds, `t` the timesteps of the noisy half; returns the loss and the number of real latents changed.
+    """
+    changed = []
+
+    def perturb(module, args, kwargs, output):
+        timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
+        noisy_timestep = timestep[:, timestep.shape[1] // 2 :]
+        select = where(noisy_timestep)
+        output.sample[:, noisy_timestep.shape[1] :][select] += 100.0
+        changed.append(int((select & attention_mask.bool()).sum()))
+
+    handle = pipe.transformer.register_forward_hook(perturb, with_kwargs=True) if where is not None else None
+    with torch.no_grad():
+        settings = {"prompt_boundary_rate": 1.0, "generator": torch.Generator().manual_seed(0)}
+        loss = prior_loss(pipe.transformer, pipe.vae, input_ids, attention_mask, 4, **settings)
+    if handle is not None:
+        handle.remove()
+    return loss, sum(changed)
+
+
 def test_prior_loss_ignores_padding_and_pinned_positions():
     pipe = make_tiny_pipeline()
-    input_ids = torch.randint(3, 384, (2, 8))
+    input_ids = torch.randint(3, 384, (2, 8), generator=torch.Generator().manual_seed(0))
     attention_mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
-    generator = torch.Generator().manual_seed(0)
-    loss = prior_loss(pipe.transformer, pipe.vae, input_ids, attention_mask, 4, generator=generator)
+    loss, _ = prior_loss_with_wrong_velocity(pipe, input_ids, attention_mask)
     changed = input_ids.clone()
     changed[1, 5:] = 7  # only padding differs
-    again = prior_loss(pipe.transformer, pipe.vae, changed, attention_mask, 4,
-                       generator=torch.Generator().manual_seed(0))
+    again, _ = prior_loss_with_wrong_velocity(pipe, changed, attention_mask)
     assert torch.isfinite(loss) and torch.allclose(loss, again)
+
+    # Pinned (prompt) positions are held at t = 0: a wrong velocity there leaves the loss unchanged.
+    pinned_wrong, num_pinned = prior_loss_with_wrong_velocity(pipe, input_ids, attention_mask, lambda t: t == 0)
+    assert num_pinned > 0
+    torch.testing.assert_close(pinned_wrong, loss, rtol=1e-6, atol=0)
+    # The same error at the noisy positions counts.
+    noisy_wrong, num_noisy = prior_loss_with_wrong_velocity(pipe, input_ids, attention_mask, lambda t: t > 0)
+    assert num_noisy > 0 and noisy_wrong > loss + 100
+
+
+def test_vae_loss_matches_a_hand_computation():
+    vae = make_tiny_pipeline().vae
+    input_ids = torch.randint(3, 384, (2, 8), generator=torch.Generator().manual_seed(0))
+    attention_mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    valid = attention_mask.bool()  # patch size 1: one latent per token
+    deterministic = {"kl_weight": 0.01, "sample_posterior": False}
+
+    def by_hand(encoder_input):
+        posterior = vae.encode(encoder_input, attention_mask).latent_dist
+        mean, logvar = posterior.mean, posterior.logvar
+        log_probs = vae.decode(mean).logits.log_softmax(-1)
+        token_loss = -log_probs.gather(-1, input_ids[..., None])[..., 0]
+        kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(-1)
+        return token_loss[valid].mean(), kl[valid].mean()
+
+    with torch.no_grad():
+        # No masking, posterior mean: reconstruction + kl_weight · KL over the real tokens only.
+        losses = vae_loss(vae, input_ids, attention_mask, mask_rate=0.0, **deterministic)
+        reconstruction, kl = by_hand(input_ids)
+        torch.testing.assert_close(losses["reconstruction"], reconstruction)
+        torch.testing.assert_close(losses["kl"], kl)
+        assert losses["masked_tokens"].item() == 0.0
+        torch.testing.assert_close(losses["loss"], reconstruction + 0.01 * kl)
+
+        # Every real token masked: the encoder sees the mask id (`vocab_size`) there, padding stays.
+        losses = vae_loss(vae, input_ids, attention_mask, mask_rate=1.0, masked_token_weight=0.5, **deterministic)
+        reconstruction, kl = by_hand(input_ids.masked_fill(valid, 384))
+        torch.testing.assert_close(losses["reconstruction"], reconstruction)
+        torch.testing.assert_close(losses["masked_tokens"], reconstruction)
+        torch.testing.assert_close(losses["loss"], 1.5 * reconstruction + 0.01 * kl)
 
 
 @pytest.mark.parametrize("stage", ["vae", "prior"])
@@ -85,29 +158,39 @@ def test_one_step_changes_the_trained_weights_only(stage, corpus_file, tmp_path)
 
     initial = build_pipeline(config)
     pipe, history = train(config)
-    assert len(history) == 1 and all(map(lambda value: value == value and abs(value) < 1e6, history))
+    assert len(history) == 1 and all(math.isfinite(value) and abs(value) < 1e6 for value in history)
     trained, frozen = ("vae", "transformer") if stage == "vae" else ("transformer", "vae")
     trained_before = getattr(initial, trained).state_dict()
     assert any(not torch.equal(t, trained_before[k]) for k, t in getattr(pipe, trained).state_dict().items())
     frozen_before = getattr(initial, frozen).state_dict()
     assert all(torch.equal(t, frozen_before[k]) for k, t in getattr(pipe, frozen).state_dict().items())
     assert (tmp_path / "out" / "model_index.json").exists()
+    # The saved tokenizer records the training length as the model's context.
+    saved = json.loads((tmp_path / "out" / "tokenizer" / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == config.max_length == 16
 
 
 @pytest.mark.parametrize("stage", ["vae", "prior"])
 def test_two_hundred_steps_lower_the_loss(stage, corpus_file, tmp_path):
-    pipe, history = train(tiny_config(stage, corpus_file, tmp_path, max_steps=200))
+    _, history = train(tiny_config(stage, corpus_file, tmp_path, max_steps=200))
     first, last = sum(history[:20]) / 20, sum(history[-20:]) / 20
     assert last < 0.7 * first, (first, last)
 
 
 def test_resumed_run_continues_like_an_uninterrupted_one(corpus_file, tmp_path):
     settings = {"max_steps": 8, "ema_decay": 0.9}
-    _, straight = train(tiny_config("prior", corpus_file, tmp_path / "straight", **settings))
+    straight_pipe, straight = train(tiny_config("prior", corpus_file, tmp_path / "straight", **settings))
     train(tiny_config("prior", corpus_file, tmp_path / "first", checkpoint_every=4, **settings))
-    _, resumed = train(tiny_config("prior", corpus_file, tmp_path / "second",
-                                   resume_from=str(tmp_path / "first" / "checkpoint-4"), **settings))
+    resumed_pipe, resumed = train(
+        tiny_config(
+            "prior", corpus_file, tmp_path / "second", resume_from=str(tmp_path / "first" / "checkpoint-4"), **settings
+        )
+    )
     assert resumed == pytest.approx(straight[4:], rel=1e-5)
+    # The final weights are the EMA weights: the EMA state resumes too.
+    straight_weights = straight_pipe.transformer.state_dict()
+    for key, value in resumed_pipe.transformer.state_dict().items():
+        torch.testing.assert_close(value, straight_weights[key], rtol=1e-5, atol=1e-6)
 
 
 def test_two_processes_match_one_process_gradients(tmp_path):
@@ -116,15 +199,22 @@ def test_two_processes_match_one_process_gradients(tmp_path):
     corpus_file.write_text("\n".join(f"sample {i}: the river runs past the old mill by the water" for i in range(8)))
     corpus_file = str(corpus_file)
     # Plain SGD: the weights after one step differ from the initial ones by exactly the averaged gradient.
-    deterministic = {"mask_rate": 0.0, "sample_posterior": False, "max_steps": 1, "optimizer": "sgd",
-                     "learning_rate": 1.0}
+    deterministic = {
+        "mask_rate": 0.0,
+        "sample_posterior": False,
+        "max_steps": 1,
+        "optimizer": "sgd",
+        "learning_rate": 1.0,
+    }
     single = tiny_config("vae", corpus_file, tmp_path / "single", **deterministic)
     train(single)
     config_path = tmp_path / "double.json"
     double = tiny_config("vae", corpus_file, tmp_path / "double", batch_size=4, **deterministic)
     config_path.write_text(json.dumps(vars(double)))
     command = [*CPU_LAUNCH, "-m", "cola_diffusers.cli", "train", "--config", str(config_path)]
-    subprocess.run(command, check=True, capture_output=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    subprocess.run(
+        command, check=True, capture_output=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"}
+    )
     assert json.loads((tmp_path / "double" / "loss_history.json").read_text())["num_processes"] == 2
 
     one = load_file(tmp_path / "single" / "vae" / "diffusion_pytorch_model.safetensors")

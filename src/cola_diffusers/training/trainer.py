@@ -85,7 +85,8 @@ def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
     """The pipeline to train: loaded from `pretrained_model` or built from the configs."""
     if config.pretrained_model is not None:
         return ColaDLMPipeline.from_pretrained(config.pretrained_model)
-    tokenizer = load_tokenizer(config.tokenizer_file)
+    # A new tokenizer records the training length as its context; a pretrained one keeps what it records.
+    tokenizer = load_tokenizer(config.tokenizer_file, model_max_length=config.max_length)
     vae = AutoencoderKLColaText(**{"vocab_size": len(tokenizer), **config.vae_config})
     transformer = ColaTransformer1DModel(**{"in_channels": vae.config.latent_dim, **config.transformer_config})
     return ColaDLMPipeline(transformer, vae, FlowMatchBlockCausalScheduler(), tokenizer)
@@ -136,12 +137,21 @@ class StageObjective(torch.nn.Module):
         config = self.config
         if config.stage == "vae":
             losses = vae_loss(
-                self.vae, input_ids, attention_mask, config.kl_weight, config.mask_rate, config.masked_token_weight,
+                self.vae,
+                input_ids,
+                attention_mask,
+                config.kl_weight,
+                config.mask_rate,
+                config.masked_token_weight,
                 config.sample_posterior,
             )
             return losses["loss"]
         return prior_loss(
-            self.transformer, self.vae, input_ids, attention_mask, block_size,
+            self.transformer,
+            self.vae,
+            input_ids,
+            attention_mask,
+            block_size,
             prompt_boundary_rate=config.prompt_boundary_rate,
         )
 
@@ -234,4 +244,3 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int):
     if accelerator.is_main_process:
         with open(os.path.join(folder, "training_state.json"), "w") as file:
             json.dump({"step": step}, file)
-
