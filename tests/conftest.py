@@ -6,7 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cola_diffusers import AutoencoderKLColaText, ColaDLMPipeline, ColaTransformer1DModel, FlowMatchBlockCausalScheduler
+from cola_diffusers import (
+    AutoencoderKLColaText,
+    ColaDLMPipeline,
+    ColaTransformer1DModel,
+    FlowMatchBlockCausalScheduler,
+)
 from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
 
 
@@ -31,7 +36,9 @@ def reference(request):
     folder = REFERENCE_DIRS[request.param]
     with open(os.path.join(folder, "traces.json")) as file:
         records = json.load(file)
-    return Reference(folder, load_file(os.path.join(folder, "traces.safetensors")), records["modules"], records["runs"])
+    return Reference(
+        folder, load_file(os.path.join(folder, "traces.safetensors")), records["modules"], records["runs"]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +113,10 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm()).item()
 
 
-def make_chat_pipeline() -> ColaDLMPipeline:
-    """A tiny pipeline whose tokenizer has the ChatML tokens (the fixture's lacks `<|im_start|>`)."""
+def make_chat_pipeline(extra_tokens: list[str] = ()) -> ColaDLMPipeline:
+    """A tiny pipeline whose tokenizer has `<|im_start|>` (the fixture's lacks it) and `extra_tokens`."""
     tokenizer = load_tokenizer(os.path.join(FIXTURE_DIR, "tokenizer.json"))
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *extra_tokens]})
     tiny = make_tiny_pipeline(vae_kwargs={"vocab_size": len(tokenizer)})
     pipe = ColaDLMPipeline(transformer=tiny.transformer, vae=tiny.vae, scheduler=tiny.scheduler, tokenizer=tokenizer)
     pipe.set_progress_bar_config(disable=True)

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cola_diffusers import ColaDLMPipeline
+from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
 
 from .conftest import FIXTURE_DIR
 
@@ -72,8 +73,7 @@ def test_config_that_disagrees_with_weights_is_reported(official_copy):
         ColaDLMPipeline.from_pretrained(official_copy)
 
 
-def test_mismatched_vae_and_dit_latent_dims_are_rejected(official_copy, tmp_path):
-    other = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)
+def test_mismatched_vae_and_dit_latent_dims_are_rejected(official_copy):
     config_path = official_copy / "cola_dlm" / "cola_dit" / "config.json"
     config = json.loads(config_path.read_text())
     config["txt_in_channels"] = config["txt_out_channels"] = 4
@@ -84,9 +84,13 @@ def test_mismatched_vae_and_dit_latent_dims_are_rejected(official_copy, tmp_path
     weights["txt_out.proj.weight"] = weights["txt_out.proj.weight"][:4].contiguous()
     weights["txt_out.proj.bias"] = weights["txt_out.proj.bias"][:4].contiguous()
     save_file(weights, weights_path)
-    with pytest.raises(ValueError, match=r"`latent_dim` \(8\) must equal the transformer's `in_channels`"):
+    # Each edited component loads on its own: only the combination is refused, naming both sizes.
+    transformer = load_official_transformer(str(official_copy / "cola_dlm" / "cola_dit"))
+    assert (transformer.config.in_channels, transformer.config.out_channels) == (4, 4)
+    assert load_official_vae(str(official_copy / "cola_dlm" / "cola_vae")).config.latent_dim == 8
+    message = r"`latent_dim` \(8\) must equal the transformer's `in_channels` and `out_channels` \(4, 4\)"
+    with pytest.raises(ValueError, match=message):
         ColaDLMPipeline.from_pretrained(official_copy)
-    assert other.vae.config.latent_dim == 8
 
 
 def test_unsupported_official_vae_option_is_named(official_copy):
@@ -113,7 +117,16 @@ def test_missing_file_in_diffusers_format(fixture_pipeline, tmp_path):
 def test_conversion_script_writes_a_loadable_pipeline(tmp_path):
     output = tmp_path / "converted"
     script = os.path.join(REPO_ROOT, "scripts", "convert_cola_dlm_to_diffusers.py")
-    command = [sys.executable, script, "--checkpoint_path", FIXTURE_DIR, "--output_path", str(output), "--dtype", "bf16"]
+    command = [
+        sys.executable,
+        script,
+        "--checkpoint_path",
+        FIXTURE_DIR,
+        "--output_path",
+        str(output),
+        "--dtype",
+        "bf16",
+    ]
     subprocess.run(command, check=True, capture_output=True)
     assert json.loads((output / "model_index.json").read_text())["_class_name"] == "ColaDLMPipeline"
     stored = load_file(output / "transformer" / "diffusion_pytorch_model.safetensors")
@@ -124,7 +137,51 @@ def test_conversion_script_writes_a_loadable_pipeline(tmp_path):
 
     not_official = subprocess.run(
         [sys.executable, script, "--checkpoint_path", str(output), "--output_path", str(tmp_path / "again")],
+        check=False,
         capture_output=True,
         text=True,
     )
     assert not_official.returncode == 2 and "is not in the official layout" in not_official.stderr
+
+
+@pytest.fixture(scope="module")
+def diffusers_copy(tmp_path_factory):
+    target = tmp_path_factory.mktemp("diffusers")
+    ColaDLMPipeline.from_pretrained(FIXTURE_DIR).save_pretrained(target)
+    return target
+
+
+@pytest.mark.parametrize("layout", ["official", "diffusers"])
+@pytest.mark.parametrize(
+    "dtype,expected",
+    [
+        (torch.bfloat16, torch.bfloat16),
+        ("bfloat16", torch.bfloat16),
+        ("bf16", torch.bfloat16),
+        ("torch.bfloat16", torch.bfloat16),
+        ("float16", torch.float16),
+        ("fp16", torch.float16),
+        ("fp32", torch.float32),
+        ({"transformer": "bf16", "default": "float32"}, torch.bfloat16),
+    ],
+)
+def test_dtype_spellings_load_alike_on_both_layouts(layout, dtype, expected, diffusers_copy):
+    folder = FIXTURE_DIR if layout == "official" else diffusers_copy
+    pipe = ColaDLMPipeline.from_pretrained(folder, dtype=dtype)
+    assert pipe.transformer.dtype == expected
+    assert pipe.vae.dtype == (torch.float32 if isinstance(dtype, dict) else expected)
+
+
+@pytest.mark.parametrize("layout", ["official", "diffusers"])
+def test_unknown_dtypes_are_refused(layout, diffusers_copy):
+    folder = FIXTURE_DIR if layout == "official" else diffusers_copy
+    with pytest.raises(ValueError, match=r"`dtype` must be a torch.dtype or one of \['float32', 'fp32'"):
+        ColaDLMPipeline.from_pretrained(folder, dtype="bf8")
+    with pytest.raises(ValueError, match="Pass either `dtype` or `torch_dtype`"):
+        ColaDLMPipeline.from_pretrained(folder, dtype="bf16", torch_dtype=torch.float16)
+
+
+def test_saved_tokenizers_record_the_release_context(diffusers_copy):
+    saved = json.loads((diffusers_copy / "tokenizer" / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == 4096
+    assert ColaDLMPipeline.from_pretrained(diffusers_copy).max_sequence_length == 4096

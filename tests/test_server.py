@@ -15,10 +15,9 @@ import uvicorn
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH
-from cola_diffusers.pipelines.cola_dlm.pipeline_output import ColaDLMStreamChunk
 from cola_diffusers.serving import create_app
 
-from .conftest import make_chat_pipeline
+from .conftest import FIXTURE_DIR, make_chat_pipeline
 
 
 API_KEY = "sk-test-key"
@@ -113,8 +112,15 @@ def test_finish_reasons_and_stop_strings(client):
 
 
 def test_streaming_equals_non_streaming(client, http):
-    kwargs = {"model": MODEL, "prompt": ["5678>", "90>"], "n": 2, "seed": 11, "temperature": 1.5, "max_tokens": 12,
-              "extra_body": {"top_k": 4, "num_inference_steps": 8}}
+    kwargs = {
+        "model": MODEL,
+        "prompt": ["5678>", "90>"],
+        "n": 2,
+        "seed": 11,
+        "temperature": 1.5,
+        "max_tokens": 12,
+        "extra_body": {"top_k": 4, "num_inference_steps": 8},
+    }
     response = client.completions.create(**kwargs)
     texts, finish_reasons = stream_texts(client.completions.create(stream=True, **kwargs))
     assert texts == {choice.index: choice.text for choice in response.choices}
@@ -133,15 +139,21 @@ def test_streaming_equals_non_streaming(client, http):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5
 
 
-def test_chat_needs_a_chat_model(client):
-    with pytest.raises(openai.BadRequestError, match="<\\|im_start\\|>"):
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "1234>"}])
+def test_chat_on_a_base_checkpoint_sends_one_user_message_verbatim(client):
+    response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "1234>"}], seed=0)
+    assert response.choices[0].message.content == "4321"
+    assert response.choices[0].finish_reason == "stop" and response.usage.prompt_tokens == 5
 
 
 def test_chat_completion(chat_url):
     client = openai.OpenAI(base_url=f"{chat_url}/v1", api_key="unused", max_retries=0)
-    kwargs = {"model": CHAT_MODEL, "max_tokens": 8, "seed": 3, "temperature": 0.8,
-              "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the river"}]}
+    kwargs = {
+        "model": CHAT_MODEL,
+        "max_tokens": 8,
+        "seed": 3,
+        "temperature": 0.8,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "the river"}],
+    }
     response = client.chat.completions.create(**kwargs)
     message = response.choices[0].message
     assert response.object == "chat.completion" and message.role == "assistant"
@@ -192,15 +204,34 @@ def test_concurrent_requests_are_batched_and_batch_invariant(demo_app, http):
         ("/v1/completions", {"model": MODEL, "prompt": "1234>", "logprobs": 2}, 400, "logprobs"),
         ("/v1/completions", {"model": MODEL, "prompt": "1234>", "logit_bias": {"4": 100}}, 400, "logit_bias"),
         ("/v1/chat/completions", {"model": MODEL, "messages": [], "tools": []}, 400, None),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "tools": []}, 400,
-         "tools"),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "functions": []},
-         400, "functions"),
-        ("/v1/chat/completions",
-         {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "response_format": {"type": "json_object"}},
-         400, "response_format"),
-        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "tool", "content": "1"}]}, 400,
-         "messages.0.role"),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "tools": []},
+            400,
+            "tools",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "1"}], "functions": []},
+            400,
+            "functions",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "1"}],
+                "response_format": {"type": "json_object"},
+            },
+            400,
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "tool", "content": "1"}]},
+            400,
+            "messages.0.role",
+        ),
         ("/v1/nowhere", {}, 404, None),
     ],
 )
@@ -246,17 +277,19 @@ def test_api_key(demo_url, monkeypatch):
 
 
 def test_full_queue_answers_503_and_a_cancelled_stream_frees_its_slot():
-    def endless_stream(*args, **kwargs):
-        while True:
-            time.sleep(0.02)
-            yield ColaDLMStreamChunk(
-                block_index=0, step_index=None, token_ids=[[7]], texts=["4"], finished=[False]
-            )
+    # A real stream on the fixture checkpoint (no stop token in sight), slowed down by a hook on the DiT.
+    pipe = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    passes = []
 
-    pipe = demo_pipeline()
-    pipe.stream = endless_stream
-    body = {"model": MODEL, "prompt": "1234>"}
-    with serve(create_app(pipe, MODEL, max_queue=1)) as url, httpx.Client(base_url=url, timeout=10) as http:
+    def slow_down(module, args):
+        passes.append(time.monotonic())
+        time.sleep(0.01)
+
+    pipe.transformer.register_forward_pre_hook(slow_down)
+    body = {"model": MODEL, "prompt": "the", "max_tokens": 400}
+    app = create_app(pipe, MODEL, max_queue=1, max_tokens_limit=400)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as events:
             assert next(events.iter_lines()).startswith("data: ")
             busy = http.post("/v1/completions", json=body)
@@ -265,4 +298,8 @@ def test_full_queue_answers_503_and_a_cancelled_stream_frees_its_slot():
         while http.get("/health").json()["queued"]:
             assert time.monotonic() < deadline, "the cancelled stream kept its slot"
             time.sleep(0.02)
-        assert http.post("/v1/completions", json=body).json()["choices"][0]["text"] == "4321"
+        count = len(passes)
+        time.sleep(0.3)
+        assert len(passes) == count, "the DiT still runs for the cancelled stream"
+        short = http.post("/v1/completions", json={**body, "max_tokens": 4})
+        assert short.status_code == 200 and short.json()["usage"]["completion_tokens"] == 4

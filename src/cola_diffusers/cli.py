@@ -8,6 +8,7 @@ import sys
 import torch
 
 from .demo import DEMO_MODEL_PATH
+from .pipelines.cola_dlm.chat import CHAT_FORMATS
 
 
 def generate(args):
@@ -21,14 +22,19 @@ def generate(args):
         "num_inference_steps": args.steps,
         "guidance_scale": args.guidance,
         "generator": torch.Generator().manual_seed(args.seed),
+        "max_sequence_length": args.max_model_len,
     }
+    if args.chat or args.chat_format:
+        kwargs.update(messages=[{"role": "user", "content": args.prompt}], chat_format=args.chat_format)
+    else:
+        kwargs["prompt"] = args.prompt
     if args.stream:
-        for chunk in pipe.stream(args.prompt, **kwargs):
+        for chunk in pipe.stream(**kwargs):
             if not chunk.is_preview:
                 print(chunk.texts[0], end="", flush=True)
         print()
     else:
-        print(pipe(args.prompt, **kwargs).texts[0])
+        print(pipe(**kwargs).texts[0])
 
 
 def serve(args):
@@ -43,7 +49,14 @@ def serve(args):
     model_name = args.model_name or args.model
     if args.model_name is None and os.path.isdir(args.model):
         model_name = os.path.basename(os.path.normpath(args.model))
-    app = create_app(pipe, model_name, api_key=args.api_key or os.environ.get("COLA_API_KEY") or None)
+    app = create_app(
+        pipe,
+        model_name,
+        api_key=args.api_key or os.environ.get("COLA_API_KEY") or None,
+        max_model_len=args.max_model_len,
+        max_request_bytes=args.max_request_bytes,
+        chat_format=args.chat_format,
+    )
     uvicorn.run(app, host=args.host, port=args.port)
 
 
@@ -99,22 +112,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate_parser = commands.add_parser("generate", help="Generate text from a prompt.")
     generate_parser.add_argument("prompt", help='The prompt; the embedded demo model reverses digits: "1234>".')
-    generate_parser.add_argument("--model", default=DEMO_MODEL_PATH, type=existing_path_or_repo,
-                                 help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.")
+    generate_parser.add_argument(
+        "--model",
+        default=DEMO_MODEL_PATH,
+        type=existing_path_or_repo,
+        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
+    )
     generate_parser.add_argument("--steps", type=positive_int, default=16, help="Denoising steps per block.")
     generate_parser.add_argument("--guidance", type=non_negative_float, default=7.0, help="Guidance scale.")
     generate_parser.add_argument("--gen-length", type=positive_int, default=64, help="New tokens.")
     generate_parser.add_argument("--seed", type=int, default=0)
     generate_parser.add_argument("--stream", action="store_true", help="Print the text block by block.")
+    generate_parser.add_argument("--chat", action="store_true", help="Send the prompt as one user chat message.")
+    generate_parser.add_argument(
+        "--chat-format",
+        choices=list(CHAT_FORMATS),
+        help="Chat rendering (implies --chat); default the checkpoint's, else plain.",
+    )
+    generate_parser.add_argument(
+        "--max-model-len",
+        type=positive_int,
+        help="Prompt plus new tokens at most; default the checkpoint's, else 4096.",
+    )
     generate_parser.set_defaults(func=generate)
 
     serve_parser = commands.add_parser("serve", help="Serve an OpenAI-compatible API (see docs/serving.md).")
-    serve_parser.add_argument("--model", default=DEMO_MODEL_PATH, type=existing_path_or_repo,
-                              help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.")
+    serve_parser.add_argument(
+        "--model",
+        default=DEMO_MODEL_PATH,
+        type=existing_path_or_repo,
+        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
+    )
     serve_parser.add_argument("--model-name", help="The model id clients pass; default the folder name or repo id.")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--api-key", help="Require `Authorization: Bearer KEY`; default $COLA_API_KEY.")
+    serve_parser.add_argument(
+        "--chat-format",
+        choices=list(CHAT_FORMATS),
+        help="How chat messages become a prompt; default the checkpoint's, else plain.",
+    )
+    serve_parser.add_argument(
+        "--max-model-len",
+        type=positive_int,
+        help="Prompt plus max_tokens at most; default the checkpoint's, else 4096.",
+    )
+    serve_parser.add_argument(
+        "--max-request-bytes", type=positive_int, default=2**21, help="Larger request bodies get 413 (default 2 MiB)."
+    )
     serve_parser.set_defaults(func=serve)
 
     convert_parser = commands.add_parser("convert", help="Convert the official layout to the diffusers format.")

@@ -212,7 +212,7 @@ def transformer_config_from_official(config: dict) -> dict:
 
 
 def vae_config_from_official(config: dict) -> dict:
-    """Maps an official `cola_text_vae` config to [`AutoencoderKLColaText`] arguments; refuses what it cannot honour."""
+    """Maps an official `cola_text_vae` config to [`AutoencoderKLColaText`] arguments; refuses what it can't honour."""
     config = _with_defaults(config, OFFICIAL_VAE_DEFAULTS, _VAE_FIXED_OPTIONS, "cola_text_vae", "VAE")
     return {
         "vocab_size": config["vocab_size"],
@@ -235,6 +235,19 @@ def vae_config_from_official(config: dict) -> dict:
         "normalize_mean": config["encoder_last_ln"],
         "scaling_factor": config["scaling_factor"],
         "shifting_factor": config["shifting_factor"],
+    }
+
+
+def official_chat_settings(folder: str) -> dict:
+    """
+    The chat settings the official SFT script records in a `cola_dlm/cola_dit` config (`sft_chat_format`,
+    `sft_stop_token_id`, `sft_pad_with_stop`), as [`ColaDLMPipeline`] arguments; None where it records none.
+    """
+    config = _read_json(os.path.join(folder, "config.json"))
+    return {
+        "chat_format": config.get("sft_chat_format"),
+        "chat_stop_token_id": config.get("sft_stop_token_id"),
+        "chat_pad_with_stop": config.get("sft_pad_with_stop"),
     }
 
 

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..pipelines.cola_dlm.generation import IM_START_TOKEN
+from ..pipelines.cola_dlm.chat import CHAT_FORMATS
+from ..pipelines.cola_dlm.generation import PromptTooLongError
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .engine import Completion, GenerationEngine, GenerationJob, GenerationSettings
 from .protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, OpenAIError
@@ -21,6 +22,61 @@ from .protocol import ChatCompletionRequest, CompletionRequest, GenerationReques
 
 def error_response(error: OpenAIError) -> JSONResponse:
     return JSONResponse(error.body, status_code=error.status_code)
+
+
+class RequestGate:
+    """
+    ASGI middleware in front of the app: checks the API key of `/v1` requests and reads every request body, at
+    most `max_request_bytes` of it (413 beyond, without reading the rest), before the app sees the request. The
+    app then receives the body, and after it the client's disconnect, as from the server itself.
+    """
+
+    def __init__(self, app, api_key: str | None, max_request_bytes: int):
+        self.app = app
+        self.api_key = api_key
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        if self.api_key is not None and scope["path"].startswith("/v1/"):
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_key.encode()):
+                error = OpenAIError(401, "Invalid or missing API key.", code="invalid_api_key")
+                return await error_response(error)(scope, receive, send)
+        too_large = OpenAIError(
+            413,
+            f"The request body is larger than {self.max_request_bytes} bytes.",
+            code="request_too_large",
+        )
+        if int(headers.get("content-length", "0") or 0) > self.max_request_bytes:
+            return await error_response(too_large)(scope, receive, send)
+        body, more_body = bytearray(), True
+        while more_body:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if len(body) > self.max_request_bytes:
+                return await error_response(too_large)(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def wait_for_disconnect(request: Request):
+    """Returns when the client of `request`, whose body has been read, hangs up."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def validation_error(exc: RequestValidationError) -> OpenAIError:
@@ -42,6 +98,8 @@ def validation_error(exc: RequestValidationError) -> OpenAIError:
 
 def pipeline_error(error: Exception) -> OpenAIError:
     """A pipeline failure: 400 for the inputs it refuses (`ValueError`), else 500."""
+    if isinstance(error, PromptTooLongError):
+        return OpenAIError(400, str(error), code="context_length_exceeded")
     if isinstance(error, ValueError):
         return OpenAIError(400, str(error))
     return OpenAIError(500, f"Generation failed: {error}", type="server_error")
@@ -65,6 +123,9 @@ def create_app(
     default_max_tokens: int = 64,
     max_queue: int = 64,
     max_batch_size: int = 16,
+    max_model_len: int | None = None,
+    max_request_bytes: int = 2**21,
+    chat_format: str | None = None,
 ) -> FastAPI:
     """
     Builds the FastAPI app serving `pipe` as `model_name`: `POST /v1/completions`, `POST /v1/chat/completions`,
@@ -78,7 +139,16 @@ def create_app(
         default_max_tokens (`int`, defaults to 64): `max_tokens` of requests that do not set it.
         max_queue (`int`, defaults to 64): Requests waiting or running at most; more are answered 503.
         max_batch_size (`int`, defaults to 16): Prompts per pipeline call at most.
+        max_model_len (`int`, *optional*): Prompt plus `max_tokens` at most; longer prompts are answered 400
+            before they reach the worker. Default the pipeline's `max_sequence_length`.
+        max_request_bytes (`int`, defaults to 2 MiB): Larger request bodies are answered 413.
+        chat_format (`str`, *optional*): How chat messages become a prompt (`"plain"`, `"text"`, `"chatml"`);
+            default the checkpoint's.
     """
+    max_model_len = pipe.max_sequence_length if max_model_len is None else max_model_len
+    chat_format = pipe.chat_format if chat_format is None else chat_format
+    if chat_format not in CHAT_FORMATS:
+        raise ValueError(f"`chat_format` must be one of {list(CHAT_FORMATS)}, got {chat_format!r}.")
     engine = GenerationEngine(pipe, max_queue=max_queue, max_batch_size=max_batch_size)
 
     @contextlib.asynccontextmanager
@@ -91,14 +161,7 @@ def create_app(
 
     app = FastAPI(title="Cola-DLM", lifespan=lifespan)
     app.state.engine = engine
-
-    @app.middleware("http")
-    async def check_api_key(request: Request, call_next):
-        if api_key is not None and request.url.path.startswith("/v1/"):
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
-                return error_response(OpenAIError(401, "Invalid or missing API key.", code="invalid_api_key"))
-        return await call_next(request)
+    app.add_middleware(RequestGate, api_key=api_key, max_request_bytes=max_request_bytes)
 
     @app.exception_handler(OpenAIError)
     async def handle_openai_error(request: Request, exc: OpenAIError):
@@ -112,10 +175,13 @@ def create_app(
     async def handle_http_error(request: Request, exc: StarletteHTTPException):
         return error_response(OpenAIError(exc.status_code, str(exc.detail)))
 
-    def prepare(
+    async def prepare(
         body: GenerationRequest, inputs: list, chat: bool, max_tokens: int | None
     ) -> tuple[GenerationJob, list[int]]:
-        """Checks a request against the model and turns it into a job; returns it with its prompts' lengths."""
+        """
+        Checks a request against the model and queues it as a job; returns it with its prompts' lengths. Prompts
+        are tokenised off the event loop, and refused there when too long, so they never reach the worker.
+        """
         if body.model != model_name:
             raise OpenAIError(404, f"The model '{body.model}' does not exist.", param="model", code="model_not_found")
         max_tokens = default_max_tokens if max_tokens is None else max_tokens
@@ -123,27 +189,17 @@ def create_app(
             raise OpenAIError(
                 400, f"`max_tokens` must be at most {max_tokens_limit}, got {max_tokens}.", param="max_tokens"
             )
-        if chat and IM_START_TOKEN not in pipe.tokenizer.get_vocab():
-            raise OpenAIError(
-                400,
-                f"The model '{model_name}' has no chat format (its tokenizer lacks {IM_START_TOKEN}); "
-                "use /v1/completions.",
-                param="messages",
-            )
         param = "messages" if chat else "prompt"
-        token_ids = pipe.tokenize(messages=inputs) if chat else pipe.tokenize(prompt=inputs)
-        max_prompt_tokens = pipe.tokenizer.model_max_length - max_tokens
-        for index, ids in enumerate(token_ids):
-            if not ids:
-                raise OpenAIError(400, f"`prompt[{index}]` tokenizes to no tokens.", param=param)
-            if len(ids) > max_prompt_tokens:
-                raise OpenAIError(
-                    400,
-                    f"`prompt[{index}]` has {len(ids)} tokens; at most {max_prompt_tokens} fit with "
-                    f"max_tokens={max_tokens}.",
-                    param=param,
-                    code="context_length_exceeded",
-                )
+        if max_tokens >= max_model_len:
+            message = f"`max_tokens` must be below the context of {max_model_len} tokens, got {max_tokens}."
+            raise OpenAIError(400, message, param="max_tokens", code="context_length_exceeded")
+        inputs_kwargs = {"messages": inputs, "chat_format": chat_format} if chat else {"prompt": inputs}
+        try:
+            token_ids = await asyncio.to_thread(pipe.tokenize, **inputs_kwargs, max_tokens=max_model_len - max_tokens)
+        except ValueError as error:
+            error = pipeline_error(error)
+            error.body["error"]["param"] = param
+            raise error from None
         settings = GenerationSettings(
             max_tokens=max_tokens,
             num_inference_steps=body.num_inference_steps,
@@ -153,6 +209,8 @@ def create_app(
             top_k=body.top_k,
             top_p=body.top_p,
             stop=body.stop_strings(),
+            chat_format=chat_format if chat else None,
+            max_sequence_length=max_model_len,
         )
         seed = random.randrange(2**62) if body.seed is None else body.seed
         rows = [item for item in inputs for _ in range(body.n)]
@@ -167,9 +225,18 @@ def create_app(
             ) from None
         return job, [len(ids) for ids in token_ids]
 
-    async def wait_for(job: GenerationJob) -> list[Completion]:
+    async def wait_for(job: GenerationJob, request: Request) -> list[Completion]:
+        """The job's completions; a client that hangs up first cancels the job (at the next block boundary)."""
+        hang_up = asyncio.ensure_future(wait_for_disconnect(request))
         try:
-            return await job.result
+            await asyncio.wait({job.result, hang_up}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hang_up.cancel()
+        if not job.result.done():
+            engine.cancel(job)
+            raise OpenAIError(499, "The client closed the request.", code="client_closed_request")
+        try:
+            return job.result.result()
         except Exception as error:
             raise pipeline_error(error) from None
 
@@ -205,8 +272,8 @@ def create_app(
         finally:
             engine.cancel(job)
 
-    async def respond(body: GenerationRequest, inputs: list, chat: bool, max_tokens: int | None):
-        job, prompt_lengths = prepare(body, inputs, chat, max_tokens)
+    async def respond(request: Request, body: GenerationRequest, inputs: list, chat: bool, max_tokens: int | None):
+        job, prompt_lengths = await prepare(body, inputs, chat, max_tokens)
         header = {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": ("chat.completion" if chat else "text_completion") + (".chunk" if chat and body.stream else ""),
@@ -217,7 +284,7 @@ def create_app(
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             events = stream_events(job, header, chat, include_usage, prompt_lengths, body.n)
             return StreamingResponse(events, media_type="text/event-stream")
-        completions = await wait_for(job)
+        completions = await wait_for(job, request)
         if chat:
             choices = [
                 {
@@ -236,15 +303,15 @@ def create_app(
         return {**header, "choices": choices, "usage": usage(prompt_lengths, completions, body.n)}
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(request: Request, body: CompletionRequest):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        return await respond(body, prompts, chat=False, max_tokens=body.max_tokens)
+        return await respond(request, body, prompts, chat=False, max_tokens=body.max_tokens)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(request: Request, body: ChatCompletionRequest):
         conversation = [message.to_pipeline() for message in body.messages]
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        return await respond(body, [conversation], chat=True, max_tokens=max_tokens)
+        return await respond(request, body, [conversation], chat=True, max_tokens=max_tokens)
 
     @app.get("/v1/models")
     async def models():

@@ -23,9 +23,13 @@ class GenerationSettings:
     top_k: int | None
     top_p: float | None
     stop: tuple[str, ...] | None
+    chat_format: str | None
+    max_sequence_length: int
 
     def pipeline_kwargs(self) -> dict:
+        chat = {} if self.chat_format is None else {"chat_format": self.chat_format}
         return {
+            **chat,
             "gen_length": self.max_tokens,
             "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale,
@@ -34,6 +38,7 @@ class GenerationSettings:
             "top_k": self.top_k,
             "top_p": self.top_p,
             "stop": list(self.stop) if self.stop else None,
+            "max_sequence_length": self.max_sequence_length,
         }
 
 
@@ -93,7 +98,7 @@ class GenerationEngine:
         self.wakeup.set()
 
     def cancel(self, job: GenerationJob):
-        """Drops a waiting job, or stops a running stream after its current block."""
+        """Drops a waiting job; a running job stops after its current block once every job of its call is cancelled."""
         job.cancelled.set()
         if job in self.pending:
             self.pending.remove(job)
@@ -146,13 +151,19 @@ class GenerationEngine:
 
     def _completions(self, output: ColaDLMPipelineOutput, settings: GenerationSettings) -> list[Completion]:
         completions = []
+        stop_token_ids, stop = self.pipe.stop_criteria(settings.stop, chat_format=settings.chat_format)
         for sequence in output.sequences.tolist():
-            kept, text, stopped = self.pipe.truncate(sequence, self.pipe.stop_token_ids, settings.stop)
+            kept, text, stopped = self.pipe.truncate(sequence, stop_token_ids, stop)
             completions.append(Completion(text, "stop" if stopped else "length", len(kept)))
         return completions
 
     def _generate(self, jobs: list[GenerationJob]) -> list[list[Completion]]:
-        output = self.pipe(**self._pipeline_kwargs(jobs))
+        def stop_when_abandoned(pipe, step, timestep, callback_kwargs):
+            if all(job.cancelled.is_set() for job in jobs):
+                pipe._interrupt = True
+            return callback_kwargs
+
+        output = self.pipe(**self._pipeline_kwargs(jobs), callback_on_step_end=stop_when_abandoned)
         completions = self._completions(output, jobs[0].settings)
         results = []
         for job in jobs:

@@ -70,7 +70,9 @@ class ChatMessage(BaseModel):
     content: str | list[TextPart]
 
     def to_pipeline(self) -> dict:
-        content = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        """The message as the pipeline takes it; text parts are joined by line breaks, as the official adapter does."""
+        parts = [self.content] if isinstance(self.content, str) else [part.text for part in self.content if part.text]
+        content = "\n".join(parts)
         return {"role": self.role, "content": content}
 
 

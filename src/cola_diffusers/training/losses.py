@@ -35,7 +35,9 @@ def vae_loss(
     posterior = vae.encode(encoder_input, attention_mask).latent_dist
     latents = posterior.sample(generator) if sample_posterior else posterior.mode()
     logits = vae.decode(latents).logits
-    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids.flatten(), reduction="none").view_as(input_ids)
+    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids.flatten(), reduction="none").view_as(
+        input_ids
+    )
 
     latent_valid = valid.unflatten(1, (-1, vae.config.patch_size)).any(-1)
     reconstruction = token_loss[valid].mean()

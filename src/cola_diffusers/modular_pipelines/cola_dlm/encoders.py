@@ -4,7 +4,8 @@ from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, In
 from transformers import PreTrainedTokenizerFast
 
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
-from ...pipelines.cola_dlm.generation import encode_prompt, tokenize
+from ...pipelines.cola_dlm.chat import CHAT_FORMATS
+from ...pipelines.cola_dlm.generation import encode_prompt, render_chat, tokenize
 from .inputs import PROMPT_INPUTS
 from .modular_pipeline import ColaDLMModularPipeline
 
@@ -52,15 +53,19 @@ class ColaDLMTextEncoderStep(ModularPipelineBlocks):
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
-        prompt_token_ids = tokenize(components.tokenizer, block_state.prompt, block_state.messages)
+        prompts = block_state.prompt
+        if block_state.messages is not None:
+            chat = CHAT_FORMATS[block_state.chat_format]
+            prompts = render_chat(components.tokenizer, block_state.messages, chat)
+        prompts = [prompts] if isinstance(prompts, str) else prompts
+        max_tokens = block_state.max_sequence_length - block_state.gen_length
+        prompt_token_ids = tokenize(components.tokenizer, prompts, max_tokens)
         block_state.prompt_latents, block_state.num_prompt_tokens = encode_prompt(
-            components.tokenizer,
             components.vae,
             prompt_token_ids,
             block_state.block_length,
             block_state.pad_token_id,
             components._execution_device,
-            components.tokenizer.model_max_length - block_state.gen_length,
         )
         self.set_block_state(state, block_state)
         return components, state

@@ -4,7 +4,15 @@ from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, In
 from transformers import PreTrainedTokenizerFast
 
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
-from ...pipelines.cola_dlm.generation import check_generation_inputs, resolve_stop_token_ids
+from ...pipelines.cola_dlm.chat import CHAT_FORMATS
+from ...pipelines.cola_dlm.generation import (
+    chat_stop_token_id,
+    check_generation_inputs,
+    check_length_and_chat_inputs,
+    check_pad_token_id,
+    max_sequence_length,
+    resolve_stops,
+)
 from .modular_pipeline import ColaDLMModularPipeline
 
 
@@ -13,9 +21,19 @@ PROMPT_INPUTS = [
     InputParam(
         "messages",
         type_hint=list[dict] | list[list[dict]],
-        description="Chat conversations instead of `prompt`, in the release's ChatML convention.",
+        description="Chat conversations instead of `prompt`.",
+    ),
+    InputParam(
+        "chat_format",
+        type_hint=str,
+        description="How `messages` are rendered: 'plain' (default), 'text' (the official SFT format) or 'chatml'.",
     ),
     InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+    InputParam(
+        "max_sequence_length",
+        type_hint=int,
+        description="Prompt plus new tokens at most; default the tokenizer's `model_max_length`, else 4096.",
+    ),
 ]
 
 
@@ -26,7 +44,8 @@ class ColaDLMInputStep(ModularPipelineBlocks):
     def description(self) -> str:
         return (
             "Input step that checks the generation arguments and resolves their defaults: `block_length` from the "
-            "transformer, `pad_token_id` and the stop tokens from the tokenizer."
+            "transformer, `pad_token_id`, `max_sequence_length` and the stop tokens from the tokenizer and the chat "
+            "format."
         )
 
     @property
@@ -80,6 +99,8 @@ class ColaDLMInputStep(ModularPipelineBlocks):
     def intermediate_outputs(self) -> list[OutputParam]:
         return [
             OutputParam("block_length", type_hint=int, description="Latents per generated block."),
+            OutputParam("chat_format", type_hint=str, description="The chat format of `messages`, if any."),
+            OutputParam("max_sequence_length", type_hint=int, description="Prompt plus new tokens at most."),
             OutputParam("pad_token_id", type_hint=int, description="The pad token."),
             OutputParam("stop", type_hint=list[str], description="The stop strings, as a list."),
             OutputParam("stop_token_ids", type_hint=list[int], description="The stop tokens of the request."),
@@ -92,10 +113,23 @@ class ColaDLMInputStep(ModularPipelineBlocks):
         block_state = self.get_block_state(state)
         if block_state.block_length is None:
             block_state.block_length = components.default_block_length
-        if block_state.pad_token_id is None:
-            block_state.pad_token_id = components.pad_token_id
+        if block_state.max_sequence_length is None:
+            block_state.max_sequence_length = max_sequence_length(components.tokenizer)
         if isinstance(block_state.stop, str):
             block_state.stop = [block_state.stop]
+        check_length_and_chat_inputs(
+            block_state.messages, block_state.chat_format, block_state.gen_length, block_state.max_sequence_length
+        )
+        chat, turn_stop_token_id = None, None
+        if block_state.messages is not None:
+            block_state.chat_format = block_state.chat_format or "plain"
+            chat = CHAT_FORMATS[block_state.chat_format]
+            turn_stop_token_id = chat_stop_token_id(components.tokenizer, chat)
+            if block_state.pad_token_id is None and chat.pad_with_stop:
+                block_state.pad_token_id = turn_stop_token_id
+        if block_state.pad_token_id is None:
+            block_state.pad_token_id = components.pad_token_id
+        check_pad_token_id(block_state.pad_token_id)
         check_generation_inputs(
             block_state.prompt,
             block_state.messages,
@@ -107,11 +141,15 @@ class ColaDLMInputStep(ModularPipelineBlocks):
             block_state.top_k,
             block_state.top_p,
             block_state.repetition_penalty,
-            block_state.pad_token_id,
             block_state.stop,
         )
-        block_state.stop_token_ids = resolve_stop_token_ids(
-            components.tokenizer, block_state.eos_token_id, block_state.eos_early_stop
+        block_state.stop_token_ids, block_state.stop = resolve_stops(
+            components.tokenizer,
+            block_state.stop,
+            block_state.eos_token_id,
+            block_state.eos_early_stop,
+            chat,
+            turn_stop_token_id,
         )
         self.set_block_state(state, block_state)
         return components, state

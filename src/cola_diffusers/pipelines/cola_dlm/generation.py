@@ -1,5 +1,6 @@
 """The steps of Cola-DLM generation, shared by [`ColaDLMPipeline`] and the modular [`ColaDLMBlocks`]."""
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -7,18 +8,27 @@ import torch
 from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from ...models.attention_cola import ColaKVCache, block_causal_mask
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTimestepModulation, ColaTransformer1DModel
+from .chat import CHAT_FORMATS, ChatFormat
 from .sampling import sample_tokens
 
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"
-IM_START_TOKEN = "<|im_start|>"
 IM_END_TOKEN = "<|im_end|>"
+# The context of the released checkpoint's OLMo 2 tokenizer, for checkpoints that record no `model_max_length`.
+DEFAULT_MAX_SEQUENCE_LENGTH = 4096
+# What transformers sets `model_max_length` to when a tokenizer records none (`VERY_LARGE_INTEGER`, 1e30).
+UNSET_MODEL_MAX_LENGTH = int(1e29)
+
+
+class PromptTooLongError(ValueError):
+    """A prompt that does not fit in the maximum sequence length with the requested new tokens."""
 
 
 def check_generation_inputs(
@@ -32,7 +42,6 @@ def check_generation_inputs(
     top_k,
     top_p,
     repetition_penalty,
-    pad_token_id,
     stop,
 ):
     """Raises a `ValueError` for an invalid generation argument."""
@@ -67,10 +76,29 @@ def check_generation_inputs(
         raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p}.")
     if repetition_penalty <= 0:
         raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}.")
-    if pad_token_id is None:
-        raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
     if stop is not None and not all(isinstance(text, str) and text for text in stop):
         raise ValueError(f"`stop` must be a non-empty string or a list of non-empty strings, got {stop!r}.")
+
+
+def check_pad_token_id(pad_token_id):
+    if pad_token_id is None:
+        raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
+
+
+def check_length_and_chat_inputs(messages, chat_format, gen_length, max_sequence_length):
+    """Raises a `ValueError` for an invalid `chat_format` or `max_sequence_length`."""
+    if chat_format is not None and messages is None:
+        raise ValueError("`chat_format` applies to `messages`; pass `messages` or leave `chat_format` unset.")
+    if chat_format is not None and chat_format not in CHAT_FORMATS:
+        raise ValueError(f"`chat_format` must be one of {list(CHAT_FORMATS)}, got {chat_format!r}.")
+    if max_sequence_length is not None:
+        if not isinstance(max_sequence_length, int) or max_sequence_length < 2:
+            raise ValueError(f"`max_sequence_length` must be an integer >= 2, got {max_sequence_length!r}.")
+        if isinstance(gen_length, int) and gen_length >= max_sequence_length:
+            raise PromptTooLongError(
+                f"`gen_length` ({gen_length}) leaves no room for a prompt in `max_sequence_length` "
+                f"({max_sequence_length})."
+            )
 
 
 def get_stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -90,51 +118,114 @@ def resolve_stop_token_ids(
     return stop_token_ids if eos_early_stop else []
 
 
-def tokenize(
+def chat_stop_token_id(tokenizer: PreTrainedTokenizerBase, chat: ChatFormat) -> int | None:
+    """The id of the token that ends a turn in `chat`, where the tokenizer has it as one token."""
+    if chat.stop_token is None:
+        return None
+    ids = tokenizer(chat.stop_token, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def resolve_stops(
     tokenizer: PreTrainedTokenizerBase,
-    prompt: str | list[str] | None = None,
-    messages: list[dict] | list[list[dict]] | None = None,
-) -> list[list[int]]:
+    stop: list[str] | None,
+    eos_token_id: int | list[int] | None,
+    eos_early_stop: bool,
+    chat: ChatFormat | None = None,
+    turn_stop_token_id: int | None = None,
+) -> tuple[list[int], list[str] | None]:
     """
-    Token ids of every prompt. `messages` follow the release's ChatML convention for SFT checkpoints:
-    `<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then `<|im_start|>assistant\\n`.
+    The stop tokens and stop strings of a request: [`resolve_stop_token_ids`] and `stop`; a chat request in the
+    format `chat` adds the format's stop strings and `turn_stop_token_id`, the token that ends a turn.
     """
-    if prompt is not None:
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        return tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    stop_token_ids = resolve_stop_token_ids(tokenizer, eos_token_id, eos_early_stop)
+    stop = list(stop or [])
+    if chat is not None:
+        stop += [marker for marker in chat.stop if marker not in stop]
+        if eos_early_stop and eos_token_id is None and turn_stop_token_id not in (None, *stop_token_ids):
+            stop_token_ids.append(turn_stop_token_id)
+    return stop_token_ids, stop or None
 
-    vocab = tokenizer.get_vocab()
-    if IM_START_TOKEN not in vocab or IM_END_TOKEN not in vocab:
-        raise ValueError(f"`messages` need a tokenizer with `{IM_START_TOKEN}` and `{IM_END_TOKEN}` tokens.")
-    conversations = [messages] if isinstance(messages[0], dict) else messages
 
-    def encode(text):
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+def max_sequence_length(tokenizer: PreTrainedTokenizerBase) -> int:
+    """
+    The longest prompt plus new tokens: the tokenizer's `model_max_length` where the checkpoint records one, else
+    [`DEFAULT_MAX_SEQUENCE_LENGTH`] (the release ships a bare `tokenizer.json`, which records none).
+    """
+    length = tokenizer.model_max_length
+    return DEFAULT_MAX_SEQUENCE_LENGTH if length is None or length >= UNSET_MODEL_MAX_LENGTH else int(length)
 
-    token_ids = []
-    for conversation in conversations:
-        ids = []
-        for message in conversation:
-            if not isinstance(message, dict) or not {"role", "content"} <= message.keys():
-                raise ValueError(f"Every message needs a 'role' and a 'content', got {message!r}.")
-            ids += [vocab[IM_START_TOKEN], *encode(message["role"]), *encode("\n")]
-            ids += [*encode(message["content"]), vocab[IM_END_TOKEN], *encode("\n")]
-        token_ids.append(ids + [vocab[IM_START_TOKEN], *encode("assistant"), *encode("\n")])
+
+@functools.lru_cache(maxsize=8)
+def max_token_characters(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The most characters one token stands for: its longest vocabulary entry (one character per byte in BPE)."""
+    return max(map(len, tokenizer.get_vocab()))
+
+
+def check_prompt_characters(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int):
+    """Refuses, without tokenising, a prompt with more characters than `max_tokens` tokens can stand for."""
+    max_characters = max_tokens * max_token_characters(tokenizer)
+    for index, text in enumerate(prompts):
+        if len(text) > max_characters:
+            raise PromptTooLongError(
+                f"`prompt[{index}]` has {len(text)} characters, more than the {max_tokens} prompt tokens that fit "
+                f"can hold; shorten it or lower the number of new tokens."
+            )
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+    """
+    Token ids of every prompt, as `tokenizers.Tokenizer.encode` gives them. A prompt that tokenizes to nothing or,
+    with `max_tokens`, to more than `max_tokens` tokens raises a `ValueError` (a [`PromptTooLongError`]).
+    """
+    if max_tokens is not None:
+        check_prompt_characters(tokenizer, prompts, max_tokens)
+    token_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    for index, ids in enumerate(token_ids):
+        if len(ids) == 0:
+            raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
+        if max_tokens is not None and len(ids) > max_tokens:
+            raise PromptTooLongError(
+                f"`prompt[{index}]` has {len(ids)} tokens; at most {max_tokens} fit with the requested new tokens."
+            )
     return token_ids
 
 
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict] | list[list[dict]], chat_format: ChatFormat
+) -> list[str]:
+    """The prompt text of every conversation, rendered by the chat template of `chat_format`."""
+    missing = [token for token in chat_format.required_tokens if token not in tokenizer.get_vocab()]
+    if missing:
+        raise ValueError(f"This chat format needs a tokenizer with the tokens {missing}; pick another `chat_format`.")
+    conversations = [messages] if isinstance(messages[0], dict) else messages
+    texts = []
+    for conversation in conversations:
+        for message in conversation:
+            if not isinstance(message, dict) or not {"role", "content"} <= message.keys():
+                raise ValueError(f"Every message needs a 'role' and a 'content', got {message!r}.")
+            if not isinstance(message["content"], str):
+                raise ValueError(f"A message's 'content' must be a string, got {type(message['content']).__name__}.")
+        try:
+            texts.append(
+                tokenizer.apply_chat_template(
+                    conversation, chat_template=chat_format.template, tokenize=False, add_generation_prompt=True
+                )
+            )
+        except TemplateError as error:
+            raise ValueError(f"`messages` cannot be rendered: {error}") from error
+    return texts
+
+
 def encode_prompt(
-    tokenizer: PreTrainedTokenizerBase,
     vae: AutoencoderKLColaText,
     prompt_token_ids: list[list[int]],
     block_length: int,
     pad_token_id: int,
     device: torch.device,
-    max_sequence_length: int | None = None,
 ) -> tuple[torch.Tensor, torch.LongTensor]:
     """
-    Encodes tokenised prompts into normalised latents (posterior means). Prompts of more than
-    `max_sequence_length` tokens raise a `ValueError`.
+    Encodes tokenised prompts into normalised latents (posterior means).
 
     Every prompt is right-padded with `pad_token_id` to a multiple of `patch_size * block_length` tokens before
     encoding: the pad tokens share the last prompt block and shape its latents, as in training.
@@ -143,14 +234,6 @@ def encode_prompt(
         `(prompt_latents, num_prompt_tokens)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
         and the number of prompt tokens, `(batch_size,)`.
     """
-    for index, ids in enumerate(prompt_token_ids):
-        if len(ids) == 0:
-            raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
-        if max_sequence_length is not None and len(ids) > max_sequence_length:
-            raise ValueError(
-                f"`prompt[{index}]` has {len(ids)} tokens; at most {max_sequence_length} fit with this "
-                f"`gen_length` (the tokenizer's `model_max_length` is {tokenizer.model_max_length})."
-            )
     patch_size = vae.config.patch_size
     chunk = patch_size * block_length
     padded_lengths = [-(-len(ids) // chunk) * chunk for ids in prompt_token_ids]

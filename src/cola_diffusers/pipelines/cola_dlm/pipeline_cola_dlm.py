@@ -18,13 +18,15 @@ from ...loaders.official_checkpoint import (
     OFFICIAL_VAE_FOLDER,
     is_official_layout,
     load_official_transformer,
+    official_chat_settings,
     load_official_vae,
 )
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from . import generation
-from .generation import EOS_TOKEN, PAD_TOKEN, ColaDLMLayout, retrieve_timesteps
+from .chat import CHAT_FORMATS
+from .generation import DEFAULT_MAX_SEQUENCE_LENGTH, EOS_TOKEN, PAD_TOKEN, ColaDLMLayout, retrieve_timesteps
 from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 
 
@@ -42,18 +44,43 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-def load_tokenizer(tokenizer_file: str) -> PreTrainedTokenizerFast:
-    """Loads a `tokenizer.json`, naming `<|pad|>` and `<|endoftext|>` as pad and eos tokens when it has them."""
+def load_tokenizer(tokenizer_file: str, model_max_length: int | None = None) -> PreTrainedTokenizerFast:
+    """
+    Loads a `tokenizer.json`, naming `<|pad|>` and `<|endoftext|>` as pad and eos tokens when it has them, with
+    `model_max_length` as its context (none recorded when it is None).
+    """
     if not os.path.isfile(tokenizer_file):
         raise FileNotFoundError(f"The checkpoint is missing `{tokenizer_file}`.")
+    kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
     try:
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file, **kwargs)
     except Exception as error:
         raise ValueError(f"`{tokenizer_file}` is not a readable tokenizer file: {error}") from error
     vocab = tokenizer.get_vocab()
     special_tokens = {"pad_token": PAD_TOKEN, "eos_token": EOS_TOKEN}
     tokenizer.add_special_tokens({name: token for name, token in special_tokens.items() if token in vocab})
     return tokenizer
+
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype):
+    """A `torch.dtype` from a dtype or its name (see `DTYPES`); dicts by component are resolved entry by entry."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, dict):
+        return {name: resolve_dtype(value) for name, value in dtype.items()}
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"`dtype` must be a torch.dtype or one of {list(DTYPES)}, got {dtype!r}.")
 
 
 class ColaDLMPipeline(DiffusionPipeline):
@@ -73,6 +100,14 @@ class ColaDLMPipeline(DiffusionPipeline):
         tokenizer ([`~transformers.PreTrainedTokenizerFast`]): The tokenizer of the VAE's vocabulary.
         guider ([`~diffusers.guiders.BaseGuidance`], *optional*): Replaces the built-in classifier-free guidance
             (and `guidance_scale`) with a diffusers guider, e.g. `ClassifierFreeGuidance(guidance_rescale=...)`.
+        chat_format (`str`, *optional*): How `messages` become a prompt: `"plain"` (the default; the official
+            adapter's rendering for base checkpoints), `"text"` (the official SFT format, `User: ...` /
+            `Assistant: ...■`) or `"chatml"`. Saved with the pipeline; the official layout takes it from the DiT
+            config's `sft_chat_format`.
+        chat_stop_token_id (`int`, *optional*): The token that ends an assistant turn, when it is not the format's
+            (`■` for `"text"`, `<|im_end|>` for `"chatml"`); the official `sft_stop_token_id`.
+        chat_pad_with_stop (`bool`, *optional*): Pad chat prompts with the stop token instead of `<|pad|>`; default
+            True for `"text"`, as the official chat CLI does, else False (the official `sft_pad_with_stop`).
     """
 
     model_cpu_offload_seq = "vae->transformer"
@@ -86,8 +121,13 @@ class ColaDLMPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         tokenizer: PreTrainedTokenizerFast,
         guider: BaseGuidance | None = None,
+        chat_format: str | None = None,
+        chat_stop_token_id: int | None = None,
+        chat_pad_with_stop: bool | None = None,
     ):
         super().__init__()
+        if chat_format is not None and chat_format not in CHAT_FORMATS:
+            raise ValueError(f"`chat_format` must be one of {list(CHAT_FORMATS)} or None, got {chat_format!r}.")
         in_channels = transformer.config.in_channels
         latent_channels = (in_channels, transformer.config.out_channels or in_channels)
         if latent_channels != (vae.config.latent_dim,) * 2:
@@ -97,9 +137,15 @@ class ColaDLMPipeline(DiffusionPipeline):
             )
         if len(tokenizer) > vae.config.vocab_size:
             raise ValueError(
-                f"The tokenizer has {len(tokenizer)} entries, more than the VAE's `vocab_size` ({vae.config.vocab_size})."
+                f"The tokenizer has {len(tokenizer)} entries, more than the VAE's `vocab_size` "
+                f"({vae.config.vocab_size})."
             )
-        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, tokenizer=tokenizer, guider=guider)
+        self.register_modules(
+            transformer=transformer, vae=vae, scheduler=scheduler, tokenizer=tokenizer, guider=guider
+        )
+        self.register_to_config(
+            chat_format=chat_format, chat_stop_token_id=chat_stop_token_id, chat_pad_with_stop=chat_pad_with_stop
+        )
 
     @property
     def guidance_scale(self):
@@ -123,15 +169,62 @@ class ColaDLMPipeline(DiffusionPipeline):
         """The tokenizer's `<|endoftext|>` and `<|im_end|>` tokens, where it has them."""
         return generation.get_stop_token_ids(self.tokenizer)
 
+    @property
+    def max_sequence_length(self) -> int:
+        """
+        Prompt plus new tokens at most: the tokenizer's `model_max_length` where the checkpoint records one, else
+        4096 (the context of the release's OLMo 2 tokenizer).
+        """
+        return generation.max_sequence_length(self.tokenizer)
+
+    @property
+    def chat_format(self) -> str:
+        """The checkpoint's chat format: `"plain"` unless it records another."""
+        return self.config.chat_format or "plain"
+
+    def chat_tokens(self, chat_format: str) -> tuple[int | None, bool]:
+        """
+        The token that ends a turn in `chat_format` (None where it is not one token) and whether it pads chat
+        prompts: the format's, or what the checkpoint records for its own format.
+        """
+        chat = CHAT_FORMATS[chat_format]
+        recorded = chat_format == self.chat_format
+        stop_token_id = self.config.chat_stop_token_id if recorded else None
+        if stop_token_id is None:
+            stop_token_id = generation.chat_stop_token_id(self.tokenizer, chat)
+        pad_with_stop = chat.pad_with_stop
+        if recorded and self.config.chat_pad_with_stop is not None:
+            pad_with_stop = self.config.chat_pad_with_stop
+        return stop_token_id, pad_with_stop
+
+    def stop_criteria(
+        self,
+        stop: str | list[str] | None = None,
+        eos_token_id: int | list[int] | None = None,
+        eos_early_stop: bool = True,
+        chat_format: str | None = None,
+    ) -> tuple[list[int], list[str] | None]:
+        """The stop tokens and strings of a request; see [`generation.resolve_stops`]. `chat_format` for chats."""
+        stop = [stop] if isinstance(stop, str) else stop
+        if chat_format is None:
+            return generation.resolve_stops(self.tokenizer, stop, eos_token_id, eos_early_stop)
+        turn_stop_token_id = self.chat_tokens(chat_format)[0]
+        chat = CHAT_FORMATS[chat_format]
+        return generation.resolve_stops(self.tokenizer, stop, eos_token_id, eos_early_stop, chat, turn_stop_token_id)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "ColaDLMPipeline":
         """
         Loads a pipeline from a diffusers-format folder (`model_index.json`) or from the official release layout
         (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`, `tokenizer.json`), local or a Hub repo id.
 
-        Keyword arguments are those of [`~diffusers.DiffusionPipeline.from_pretrained`]; `dtype` also applies to
-        the official layout.
+        Keyword arguments are those of [`~diffusers.DiffusionPipeline.from_pretrained`]. `dtype` (or `torch_dtype`)
+        applies to both layouts: a `torch.dtype`, its name (`"bfloat16"`, `"bf16"`, `"float16"`, `"fp16"`,
+        `"float32"`, `"fp32"`), or a dict of those by component name with an optional `"default"`.
         """
+        if kwargs.get("dtype") is not None and kwargs.get("torch_dtype") is not None:
+            raise ValueError("Pass either `dtype` or `torch_dtype`, not both.")
+        dtype = resolve_dtype(kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None))
         folder = str(pretrained_model_name_or_path)
         if not os.path.isdir(folder):
             folder = snapshot_download(
@@ -147,13 +240,14 @@ class ColaDLMPipeline(DiffusionPipeline):
                     "`device_map` is not supported for the official layout; convert it once with "
                     "scripts/convert_cola_dlm_to_diffusers.py, or load it and call `.to(device)`."
                 )
-            dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
             return cls.from_official_checkpoint(folder, dtype=dtype)
         if not os.path.isfile(os.path.join(folder, "model_index.json")):
             raise FileNotFoundError(
                 f"{folder} holds neither a diffusers pipeline (`model_index.json`) nor the official Cola-DLM layout "
                 f"(`{OFFICIAL_DIT_FOLDER}`, `{OFFICIAL_VAE_FOLDER}`, `{OFFICIAL_TOKENIZER_FILE}`)."
             )
+        if dtype is not None:
+            kwargs["torch_dtype"] = dtype
         return super().from_pretrained(folder, **kwargs)
 
     @classmethod
@@ -162,8 +256,10 @@ class ColaDLMPipeline(DiffusionPipeline):
     ) -> "ColaDLMPipeline":
         """
         Builds the pipeline from a folder in the official release layout, with weights in `dtype`: one dtype, or a
-        dict by component name (`"transformer"`, `"vae"`) with an optional `"default"`.
+        dict by component name (`"transformer"`, `"vae"`) with an optional `"default"`. The tokenizer gets the
+        release's context of 4096 tokens; the chat format is the DiT config's `sft_chat_format`, if any.
         """
+        dtype = resolve_dtype(dtype)
         if isinstance(dtype, dict):
             transformer_dtype = dtype.get("transformer", dtype.get("default"))
             vae_dtype = dtype.get("vae", dtype.get("default"))
@@ -173,7 +269,8 @@ class ColaDLMPipeline(DiffusionPipeline):
             transformer=load_official_transformer(os.path.join(folder, OFFICIAL_DIT_FOLDER), transformer_dtype),
             vae=load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), vae_dtype),
             scheduler=FlowMatchBlockCausalScheduler(),
-            tokenizer=load_tokenizer(os.path.join(folder, OFFICIAL_TOKENIZER_FILE)),
+            tokenizer=load_tokenizer(os.path.join(folder, OFFICIAL_TOKENIZER_FILE), DEFAULT_MAX_SEQUENCE_LENGTH),
+            **official_chat_settings(os.path.join(folder, OFFICIAL_DIT_FOLDER)),
         )
 
     def check_inputs(
@@ -188,11 +285,13 @@ class ColaDLMPipeline(DiffusionPipeline):
         top_k,
         top_p,
         repetition_penalty,
-        pad_token_id,
         stop,
         output_type,
         callback_on_step_end_tensor_inputs,
+        chat_format=None,
+        max_sequence_length=None,
     ):
+        generation.check_length_and_chat_inputs(messages, chat_format, gen_length, max_sequence_length)
         generation.check_generation_inputs(
             prompt,
             messages,
@@ -204,7 +303,6 @@ class ColaDLMPipeline(DiffusionPipeline):
             top_k,
             top_p,
             repetition_penalty,
-            pad_token_id,
             stop,
         )
         if output_type not in ("text", "pt", "latent"):
@@ -218,26 +316,28 @@ class ColaDLMPipeline(DiffusionPipeline):
             )
 
     def tokenize(
-        self, prompt: str | list[str] | None = None, messages: list[dict] | list[list[dict]] | None = None
+        self,
+        prompt: str | list[str] | None = None,
+        messages: list[dict] | list[list[dict]] | None = None,
+        chat_format: str | None = None,
+        max_tokens: int | None = None,
     ) -> list[list[int]]:
         """
-        Token ids of every prompt. `messages` follow the release's ChatML convention for SFT checkpoints:
-        `<|im_start|>{role}\\n{content}<|im_end|>\\n` per message, then `<|im_start|>assistant\\n`.
+        Token ids of every prompt, or of every conversation in `messages` rendered in `chat_format` (default the
+        checkpoint's). With `max_tokens`, a longer prompt raises a [`~generation.PromptTooLongError`], refused by its
+        number of characters before tokenising where that suffices.
         """
-        return generation.tokenize(self.tokenizer, prompt, messages)
+        if messages is not None:
+            chat = CHAT_FORMATS[chat_format or self.chat_format]
+            prompt = generation.render_chat(self.tokenizer, messages, chat)
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        return generation.tokenize(self.tokenizer, prompts, max_tokens)
 
     def encode_prompt(
-        self,
-        prompt_token_ids: list[list[int]],
-        block_length: int,
-        pad_token_id: int,
-        device: torch.device,
-        max_sequence_length: int | None = None,
+        self, prompt_token_ids: list[list[int]], block_length: int, pad_token_id: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.LongTensor]:
         """Normalised prompt latents and prompt lengths; see [`generation.encode_prompt`]."""
-        return generation.encode_prompt(
-            self.tokenizer, self.vae, prompt_token_ids, block_length, pad_token_id, device, max_sequence_length
-        )
+        return generation.encode_prompt(self.vae, prompt_token_ids, block_length, pad_token_id, device)
 
     def prepare_latents(
         self,
@@ -268,6 +368,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str] | None = None,
         messages: list[dict] | list[list[dict]] | None = None,
+        chat_format: str | None = None,
         gen_length: int = 32,
         block_length: int | None = None,
         num_inference_steps: int = 16,
@@ -286,16 +387,22 @@ class ColaDLMPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "text",
         return_dict: bool = True,
-        callback_on_step_end: Callable[[int, int, dict], None] | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end: Callable[[int, int, dict], None]
+        | PipelineCallback
+        | MultiPipelineCallbacks
+        | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        max_sequence_length: int | None = None,
     ) -> ColaDLMPipelineOutput | tuple:
         """
         Generates text continuing every prompt.
 
         Args:
             prompt (`str` or `list[str]`): The prompt(s); each must tokenize to at least one token.
-            messages (`list[dict]` or `list[list[dict]]`, *optional*): Chat conversations instead of `prompt`,
-                rendered in the release's ChatML convention (`<|im_start|>user ... <|im_end|>`), for SFT checkpoints.
+            messages (`list[dict]` or `list[list[dict]]`, *optional*): Chat conversations instead of `prompt`.
+            chat_format (`str`, *optional*): How `messages` are rendered: `"plain"`, `"text"` or `"chatml"` (see
+                [`ColaDLMPipeline`]); default the checkpoint's, `"plain"` unless it records one. The format's stop
+                string or token ends the answer.
             gen_length (`int`, defaults to 32): Number of new tokens per prompt.
             block_length (`int`, *optional*): Latents per generated block; defaults to the transformer's `block_size`.
             num_inference_steps (`int`, defaults to 16): Scheduler steps per block.
@@ -326,6 +433,8 @@ class ColaDLMPipeline(DiffusionPipeline):
                 `callback_on_step_end(self, step, timestep, callback_kwargs)`; may return a new `latents` (the
                 current block). Setting `pipe._interrupt = True` in it stops generation after the current block.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback.
+            max_sequence_length (`int`, *optional*): Prompt tokens plus `gen_length` at most; a longer prompt raises
+                a `ValueError` before any model work. Default [`~ColaDLMPipeline.max_sequence_length`].
 
         Examples:
 
@@ -345,9 +454,9 @@ class ColaDLMPipeline(DiffusionPipeline):
         return output
 
     @torch.no_grad()
-    def stream(self, prompt: str | list[str] | None = None, preview_every: int | None = None, **kwargs) -> Iterator[
-        ColaDLMStreamChunk
-    ]:
+    def stream(
+        self, prompt: str | list[str] | None = None, preview_every: int | None = None, **kwargs
+    ) -> Iterator[ColaDLMStreamChunk]:
         """
         Generates like `__call__`, yielding a [`ColaDLMStreamChunk`] with the new text of every prompt as soon as a
         block is decoded. Joining the `texts` of the block chunks gives the texts `__call__` returns.
@@ -368,6 +477,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         self,
         prompt=None,
         messages=None,
+        chat_format=None,
         gen_length=32,
         block_length=None,
         num_inference_steps=16,
@@ -387,6 +497,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         output_type="text",
         callback_on_step_end=None,
         callback_on_step_end_tensor_inputs=None,
+        max_sequence_length=None,
         preview_every=None,
         streaming=False,
     ) -> Generator[ColaDLMStreamChunk, None, ColaDLMPipelineOutput]:
@@ -395,7 +506,7 @@ class ColaDLMPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         block_length = self.transformer.config.block_size if block_length is None else block_length
-        pad_token_id = self.pad_token_id if pad_token_id is None else pad_token_id
+        max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
         stop = [stop] if isinstance(stop, str) else stop
         self.check_inputs(
             prompt,
@@ -408,22 +519,27 @@ class ColaDLMPipeline(DiffusionPipeline):
             top_k,
             top_p,
             repetition_penalty,
-            pad_token_id,
             stop,
             output_type,
             callback_on_step_end_tensor_inputs,
+            chat_format,
+            max_sequence_length,
         )
-        stop_token_ids = generation.resolve_stop_token_ids(self.tokenizer, eos_token_id, eos_early_stop)
+        if messages is not None:
+            chat_format = chat_format or self.chat_format
+            turn_stop_token_id, pad_with_stop = self.chat_tokens(chat_format)
+            if pad_token_id is None and pad_with_stop and turn_stop_token_id is not None:
+                pad_token_id = turn_stop_token_id
+        pad_token_id = self.pad_token_id if pad_token_id is None else pad_token_id
+        generation.check_pad_token_id(pad_token_id)
+        stop_token_ids, stop = self.stop_criteria(stop, eos_token_id, eos_early_stop, chat_format)
         self._guidance_scale = guidance_scale
         self._interrupt = False
         device = self._execution_device
 
         # 1. Encode the prompts.
-        prompt_token_ids = self.tokenize(prompt, messages)
-        max_sequence_length = self.tokenizer.model_max_length - gen_length
-        prompt_latents, num_prompt_tokens = self.encode_prompt(
-            prompt_token_ids, block_length, pad_token_id, device, max_sequence_length
-        )
+        prompt_token_ids = self.tokenize(prompt, messages, chat_format, max_sequence_length - gen_length)
+        prompt_latents, num_prompt_tokens = self.encode_prompt(prompt_token_ids, block_length, pad_token_id, device)
 
         # 2. Lay out the prefixes and the generated blocks in the caches, and prefill both caches with the prefixes.
         layout = ColaDLMLayout.from_prompts(
@@ -455,8 +571,16 @@ class ColaDLMPipeline(DiffusionPipeline):
                 modulations = generation.step_modulations(self.transformer, block, block_timesteps)
                 for step_index, (t, modulation) in enumerate(zip(block_timesteps, modulations)):
                     block_latents, velocity = generation.denoise_step(
-                        self.transformer, self.scheduler, self.guider, block, block_latents, t, step_index,
-                        steps_per_block, transformer_cache, modulation,
+                        self.transformer,
+                        self.scheduler,
+                        self.guider,
+                        block,
+                        block_latents,
+                        t,
+                        step_index,
+                        steps_per_block,
+                        transformer_cache,
+                        modulation,
                     )
 
                     if callback_on_step_end is not None:
@@ -481,8 +605,16 @@ class ColaDLMPipeline(DiffusionPipeline):
 
                 clean_latents[:, block.latent_slice] = block_latents
                 generation.decode_block(
-                    self.vae, block, block_latents, vae_cache, tokens, temperature, top_k, top_p,
-                    repetition_penalty, generator,
+                    self.vae,
+                    block,
+                    block_latents,
+                    vae_cache,
+                    tokens,
+                    temperature,
+                    top_k,
+                    top_p,
+                    repetition_penalty,
+                    generator,
                 )
                 progress_bar.update()
 
