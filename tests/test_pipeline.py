@@ -1,5 +1,7 @@
 """Behaviour of ColaDLMPipeline beyond parity: stopping, batching, outputs, callbacks, randomness."""
 
+import json
+
 import pytest
 import torch
 
@@ -70,14 +72,22 @@ def test_generation_stops_once_every_prompt_has_stopped(pipe):
         blocks_run.append(step // 3)
         return callback_kwargs
 
-    generate(pipe, ["the river story."], latents=noise, eos_early_stop=True, eos_token_id=stop_id,
-             callback_on_step_end=count_blocks)
+    generate(
+        pipe,
+        ["the river story."],
+        latents=noise,
+        eos_early_stop=True,
+        eos_token_id=stop_id,
+        callback_on_step_end=count_blocks,
+    )
     assert sorted(set(blocks_run)) == [0]
 
 
 def test_guidance_scale_one_runs_a_single_branch(pipe):
     rows_per_call = []
-    handle = pipe.transformer.register_forward_hook(lambda module, args, output: rows_per_call.append(args[0].shape[0]))
+    handle = pipe.transformer.register_forward_hook(
+        lambda module, args, output: rows_per_call.append(args[0].shape[0])
+    )
     try:
         generate(pipe, ["the river story."], guidance_scale=1.0)
         single = list(rows_per_call)
@@ -116,6 +126,13 @@ def test_temperature_sampling_is_seeded(pipe):
     greedy = generate(pipe, generator=torch.Generator().manual_seed(1))
     assert torch.equal(first.sequences, again.sequences)
     assert not torch.equal(first.sequences, greedy.sequences)
+
+
+def test_saved_tokenizer_class_exists_in_every_transformers_version(pipe, tmp_path):
+    # transformers 5 calls the class `TokenizersBackend`; `PreTrainedTokenizerFast` is its name in 4 and 5.
+    pipe.save_pretrained(tmp_path)
+    with open(tmp_path / "model_index.json") as f:
+        assert json.load(f)["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
 
 
 def test_save_and_load_round_trip_generates_the_same(pipe, tmp_path):

@@ -9,6 +9,7 @@ from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging, replace_example_docstring
+from diffusers.utils.import_utils import compare_versions
 from huggingface_hub import snapshot_download
 from transformers import PreTrainedTokenizerFast
 
@@ -147,6 +148,12 @@ class ColaDLMPipeline(DiffusionPipeline):
             chat_format=chat_format, chat_stop_token_id=chat_stop_token_id, chat_pad_with_stop=chat_pad_with_stop
         )
 
+    def register_to_config(self, **kwargs):
+        # transformers 5 names `PreTrainedTokenizerFast` `TokenizersBackend`, a class transformers 4 lacks.
+        if kwargs.get("tokenizer") == ("transformers", PreTrainedTokenizerFast.__name__):
+            kwargs["tokenizer"] = ("transformers", "PreTrainedTokenizerFast")
+        super().register_to_config(**kwargs)
+
     @property
     def guidance_scale(self):
         return self._guidance_scale
@@ -247,7 +254,8 @@ class ColaDLMPipeline(DiffusionPipeline):
                 f"(`{OFFICIAL_DIT_FOLDER}`, `{OFFICIAL_VAE_FOLDER}`, `{OFFICIAL_TOKENIZER_FILE}`)."
             )
         if dtype is not None:
-            kwargs["torch_dtype"] = dtype
+            # diffusers reads `dtype` from 0.40 on (and deprecates `torch_dtype`), only `torch_dtype` before.
+            kwargs["dtype" if compare_versions("diffusers", ">=", "0.40.0") else "torch_dtype"] = dtype
         return super().from_pretrained(folder, **kwargs)
 
     @classmethod
