@@ -57,6 +57,9 @@ def main():
     if state.is_main_process:
         with open(args.output, "w", encoding="utf-8") as file:
             json.dump(sorted(results, key=lambda result: result["index"]), file, indent=2)
+    # Leave the process group together: a gloo process that exits while its peer still talks to it can abort.
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -234,6 +234,8 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
         pipe.save_pretrained(config.output_dir)
         with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
             json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return pipe, history
 
 
