@@ -1,7 +1,10 @@
 """Chat messages in the three official renderings: the adapter's plain text, the SFT text format and ChatML."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -99,13 +102,18 @@ def test_text_answers_end_at_the_stop_string(chat_pipe):
     assert chat_pipe.truncate(ids, stop_token_ids, stop)[1:] == ("42", True)
 
 
+def sft_checkpoint(folder, **settings):
+    """A copy of the official fixture whose DiT config records the official SFT script's chat settings."""
+    shutil.copytree(FIXTURE_DIR, folder)
+    config_path = folder / "cola_dlm" / "cola_dit" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), **settings}))
+    return folder
+
+
 def test_checkpoint_records_its_chat_format(tmp_path):
-    official = tmp_path / "official"
-    shutil.copytree(FIXTURE_DIR, official)
-    config_path = official / "cola_dlm" / "cola_dit" / "config.json"
-    config = json.loads(config_path.read_text())
-    config.update({"sft_chat_format": "text", "sft_stop_token_id": 3, "sft_pad_with_stop": False})
-    config_path.write_text(json.dumps(config))
+    official = sft_checkpoint(
+        tmp_path / "official", sft_chat_format="text", sft_stop_token_id=3, sft_pad_with_stop=False
+    )
     pipe = ColaDLMPipeline.from_pretrained(official)
     assert (pipe.chat_format, pipe.chat_tokens("text")) == ("text", (3, False))
     # User: What is 2 + 3?\nAssistant: (with its trailing space)
@@ -131,3 +139,23 @@ def test_bad_chat_inputs_are_named(chat_pipe, base_pipe):
     # The fixture's tokenizer has no `<|im_start|>`: ChatML is refused, the other formats work.
     with pytest.raises(ValueError, match="needs a tokenizer with the tokens \\['<\\|im_start\\|>'\\]"):
         base_pipe(messages=QUESTION, chat_format="chatml", gen_length=4)
+
+
+def test_the_command_line_takes_the_checkpoints_chat_format(tmp_path):
+    official = sft_checkpoint(tmp_path / "official", sft_chat_format="text")
+    command = [sys.executable, "-m", "cola_diffusers.cli", "generate", "--chat", "What is 2 + 3?", "--model"]
+    kwargs = {"check": True, "capture_output": True, "text": True, "timeout": 120}
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    options = ["--gen-length", "6", "--steps", "2", "--seed", "4"]
+    printed = subprocess.run([*command, str(official), *options], env=environment, **kwargs).stdout
+    pipe = ColaDLMPipeline.from_pretrained(official)
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(messages=QUESTION, gen_length=6, num_inference_steps=2, generator=torch.Generator().manual_seed(4))
+    plain = pipe(
+        messages=QUESTION,
+        chat_format="plain",
+        gen_length=6,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(4),
+    )
+    assert printed == expected.texts[0] + "\n" and expected.texts != plain.texts

@@ -89,26 +89,12 @@ def test_pipeline_matches_reference_sampler(name, gen_length, guidance_scale):
     prompt_lengths = [len(ids) for ids in pipe.tokenizer(PROMPTS)["input_ids"]]
     assert any(length % tokens_per_block == 0 for length in prompt_lengths)
 
-    generator = torch.Generator().manual_seed(0)
+    kwargs = {"gen_length": gen_length, "num_inference_steps": 3, "guidance_scale": guidance_scale}
     probe = pipe(
-        PROMPTS,
-        gen_length=gen_length,
-        num_inference_steps=3,
-        guidance_scale=guidance_scale,
-        eos_early_stop=False,
-        output_type="latent",
-        generator=generator,
+        PROMPTS, eos_early_stop=False, output_type="latent", generator=torch.Generator().manual_seed(0), **kwargs
     )
     noise = torch.randn(probe.latents.shape, generator=torch.Generator().manual_seed(1))
-    output = pipe(
-        PROMPTS,
-        gen_length=gen_length,
-        num_inference_steps=3,
-        guidance_scale=guidance_scale,
-        eos_early_stop=False,
-        output_type="latent",
-        latents=noise,
-    )
+    output = pipe(PROMPTS, eos_early_stop=False, output_type="latent", latents=noise, **kwargs)
 
     num_blocks = noise.shape[1] // block_length
     for row, prompt in enumerate(PROMPTS):

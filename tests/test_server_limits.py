@@ -155,3 +155,18 @@ def test_a_client_that_hangs_up_frees_the_worker(url, gate, official_pipeline):
         assert gate.passes == passes, "the DiT still runs for the abandoned request"
         normal = http.post("/v1/completions", json={"model": MODEL, "prompt": "the", "max_tokens": 4}, timeout=30)
         assert normal.status_code == 200
+
+
+def test_chat_uses_the_checkpoints_chat_format(official_pipeline, gate):
+    gate.open.set()
+    text_pipe = ColaDLMPipeline(**official_pipeline.components, chat_format="text")
+    text_pipe.set_progress_bar_config(disable=True)
+    body = {"model": MODEL, "max_tokens": 8, "seed": 3, "num_inference_steps": 2}
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    with serve(create_app_for(text_pipe)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        chat = http.post("/v1/chat/completions", json={**body, "messages": messages}).json()
+        rendered = http.post("/v1/completions", json={**body, "prompt": "User: What is 2 + 3?\nAssistant: "}).json()
+        verbatim = http.post("/v1/completions", json={**body, "prompt": "What is 2 + 3?"}).json()
+    assert chat["usage"]["prompt_tokens"] == rendered["usage"]["prompt_tokens"] == 26
+    assert chat["choices"][0]["message"]["content"] == rendered["choices"][0]["text"].split("■")[0]
+    assert chat["usage"]["prompt_tokens"] != verbatim["usage"]["prompt_tokens"]

@@ -106,6 +106,20 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens: str):
+    """`--chat-format` and `--max-model-len`, shared by `generate` and `serve`."""
+    parser.add_argument(
+        "--chat-format",
+        choices=list(CHAT_FORMATS),
+        help=f"How the messages {chat} become a prompt; default the checkpoint's, else plain.",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=positive_int,
+        help=f"Prompt plus {new_tokens} at most; default the checkpoint's, else 4096.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cola-diffusers", description="Cola-DLM text generation with diffusers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,16 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate_parser.add_argument("--seed", type=int, default=0)
     generate_parser.add_argument("--stream", action="store_true", help="Print the text block by block.")
     generate_parser.add_argument("--chat", action="store_true", help="Send the prompt as one user chat message.")
-    generate_parser.add_argument(
-        "--chat-format",
-        choices=list(CHAT_FORMATS),
-        help="Chat rendering (implies --chat); default the checkpoint's, else plain.",
-    )
-    generate_parser.add_argument(
-        "--max-model-len",
-        type=positive_int,
-        help="Prompt plus new tokens at most; default the checkpoint's, else 4096.",
-    )
+    add_context_arguments(generate_parser, chat="with --chat (implied)", new_tokens="new tokens")
     generate_parser.set_defaults(func=generate)
 
     serve_parser = commands.add_parser("serve", help="Serve an OpenAI-compatible API (see docs/serving.md).")
@@ -147,16 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
     serve_parser.add_argument("--api-key", help="Require `Authorization: Bearer KEY`; default $COLA_API_KEY.")
-    serve_parser.add_argument(
-        "--chat-format",
-        choices=list(CHAT_FORMATS),
-        help="How chat messages become a prompt; default the checkpoint's, else plain.",
-    )
-    serve_parser.add_argument(
-        "--max-model-len",
-        type=positive_int,
-        help="Prompt plus max_tokens at most; default the checkpoint's, else 4096.",
-    )
+    add_context_arguments(serve_parser, chat="of chat requests", new_tokens="max_tokens")
     serve_parser.add_argument(
         "--max-request-bytes", type=positive_int, default=2**21, help="Larger request bodies get 413 (default 2 MiB)."
     )
