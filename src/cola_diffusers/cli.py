@@ -9,6 +9,7 @@ import torch
 
 from .demo import DEMO_MODEL_PATH
 from .pipelines.cola_dlm.chat import CHAT_FORMATS
+from .schedulers import SCHEDULERS
 
 
 def generate(args):
@@ -73,6 +74,60 @@ def train(args):
     from .training import TrainingConfig, train as run_training
 
     run_training(TrainingConfig.from_json(args.config))
+
+
+def eval_run(args):
+    from accelerate import PartialState
+
+    from .evaluation.data import load_records
+    from .evaluation.generation import EvalSettings, check_run_config, run_task, write_run_config
+    from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+    from .schedulers import scheduler_from_name
+
+    # Every input is checked before the model loads.
+    records = {task: load_records(task, args.data, args.limit) for task in args.tasks}
+    settings = EvalSettings(
+        model=args.model,
+        gen_length=args.gen_length,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        scheduler=args.scheduler,
+        temperature=args.temperature,
+        seeds=tuple(range(args.seed, args.seed + args.seeds)),
+        dtype=args.dtype,
+    )
+    check_run_config(args.output, settings, args.resume)
+    state = PartialState()
+    if state.is_main_process:
+        write_run_config(args.output, settings)
+    pipe = ColaDLMPipeline.from_pretrained(args.model, dtype=args.dtype).to(args.device or state.device)
+    pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    for task, task_records in records.items():
+        path = run_task(pipe, task, task_records, settings, args.output, args.batch_size, state)
+        if state.is_main_process:
+            print(f"{task}: {len(task_records)} records x {args.seeds} seed(s) in {path}")
+
+
+def eval_score(args):
+    from .evaluation.scoring import format_table, score_directory, write_summary
+
+    scores = score_directory(args.folder)
+    print(format_table(scores))
+    print(f"Wrote {write_summary(args.folder, scores)}")
+
+
+def task_list(value: str) -> list[str]:
+    """Comma-separated task names, each one of the evaluation tasks."""
+    from .evaluation.data import TASK_NAMES
+
+    tasks = [task.strip() for task in value.split(",") if task.strip()]
+    unknown = [task for task in tasks if task not in TASK_NAMES]
+    if not tasks or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {unknown[0] if unknown else value!r}; the tasks are {', '.join(TASK_NAMES)}"
+        )
+    return tasks
 
 
 def existing_path_or_repo(value: str) -> str:
@@ -164,6 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     convert_parser.set_defaults(func=convert)
 
+    eval_parser = commands.add_parser("eval", help="Run and score the official benchmark (see docs/evaluation.md).")
+    eval_commands = eval_parser.add_subparsers(dest="eval_command", required=True)
+    run_parser = eval_commands.add_parser(
+        "run", help="Generate the answers of benchmark tasks.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    run_parser.add_argument(
+        "--model",
+        default=DEMO_MODEL_PATH,
+        type=existing_path_or_repo,
+        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
+    )
+    run_parser.add_argument(
+        "--tasks",
+        required=True,
+        type=task_list,
+        help="Comma-separated: lambada, mmlu, obqa, hellaswag, race, siqa, squad, story_cloze, reverse_digits.",
+    )
+    run_parser.add_argument("--data", help="Folder of <task>.jsonl records (not needed for reverse_digits).")
+    run_parser.add_argument("--output", required=True, help="Folder for <task>.jsonl results.")
+    run_parser.add_argument("--limit", type=positive_int, help="The first N records of every task.")
+    run_parser.add_argument("--batch-size", type=positive_int, default=20)
+    run_parser.add_argument("--gen-length", type=positive_int, default=32, help="New tokens per record.")
+    run_parser.add_argument("--steps", type=positive_int, default=16, help="Denoising steps per block.")
+    run_parser.add_argument("--guidance", type=non_negative_float, default=7.0, help="Guidance scale.")
+    run_parser.add_argument("--scheduler", default="block-causal", choices=list(SCHEDULERS))
+    run_parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 is greedy.")
+    run_parser.add_argument("--seed", type=int, default=66, help="The first noise seed (the official benchmark's).")
+    run_parser.add_argument("--seeds", type=positive_int, default=1, help="Noise seeds, from --seed on.")
+    run_parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    run_parser.add_argument("--device", help="Default: the process's accelerator, else the CPU.")
+    run_parser.add_argument("--resume", action="store_true", help="Continue a run in --output with its settings.")
+    run_parser.set_defaults(func=eval_run)
+    score_parser = eval_commands.add_parser("score", help="Score every <task>.jsonl of a folder.")
+    score_parser.add_argument("folder", help="A folder of <task>.jsonl results.")
+    score_parser.set_defaults(func=eval_score)
+
     train_parser = commands.add_parser("train", help="Train a stage from a JSON config (see docs/training.md).")
     train_parser.add_argument("--config", required=True, help="JSON file of TrainingConfig settings.")
     train_parser.set_defaults(func=train)
@@ -171,8 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None):
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input names itself in one line; COLA_DIFFUSERS_DEBUG=1 shows where it was found.
+        if os.environ.get("COLA_DIFFUSERS_DEBUG"):
+            raise
+        parser.exit(2, f"cola-diffusers: error: {error}\n")
 
 
 if __name__ == "__main__":

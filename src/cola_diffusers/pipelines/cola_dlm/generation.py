@@ -289,6 +289,16 @@ def retrieve_timesteps(
     return scheduler.timesteps
 
 
+def count_blocks(num_prompt_tokens: list[int], gen_length: int, block_length: int, patch_size: int) -> int:
+    """
+    The blocks a request generates: enough for `gen_length` new tokens after the prompt tokens that the first block
+    re-emits (those past the prompts' last whole block).
+    """
+    prefix_lengths = [-(-length // patch_size) // block_length * block_length for length in num_prompt_tokens]
+    num_trimmed_tokens = [length - prefix * patch_size for length, prefix in zip(num_prompt_tokens, prefix_lengths)]
+    return -(-(max(num_trimmed_tokens) + gen_length) // (block_length * patch_size))
+
+
 def _gather_latents(latents: torch.Tensor, index: torch.LongTensor) -> torch.Tensor:
     return latents.gather(1, index[..., None].expand(-1, -1, latents.shape[-1]))
 
@@ -372,7 +382,7 @@ class ColaDLMLayout:
         num_repainted = num_prompt_latents - prefix_lengths
         num_trimmed_tokens = (num_prompt_tokens - prefix_lengths * patch_size).tolist()
         tokens_per_block = block_length * patch_size
-        num_blocks = -(-(max(num_trimmed_tokens) + gen_length) // tokens_per_block)
+        num_blocks = count_blocks(num_prompt_tokens.tolist(), gen_length, block_length, patch_size)
         max_prefix = int(prefix_lengths.max())
         cache_length = max_prefix + num_blocks * block_length
         position_ids = torch.arange(cache_length, device=device) - (max_prefix - prefix_lengths)[:, None]

@@ -341,6 +341,12 @@ class ColaDLMPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else prompt
         return generation.tokenize(self.tokenizer, prompts, max_tokens)
 
+    def num_blocks(self, prompt_token_ids: list[list[int]], gen_length: int, block_length: int | None = None) -> int:
+        """The blocks a call generates for these prompts: its `latents` are `num_blocks * block_length` long."""
+        block_length = self.transformer.config.block_size if block_length is None else block_length
+        lengths = [len(ids) for ids in prompt_token_ids]
+        return generation.count_blocks(lengths, gen_length, block_length, self.vae.config.patch_size)
+
     def encode_prompt(
         self, prompt_token_ids: list[list[int]], block_length: int, pad_token_id: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.LongTensor]:

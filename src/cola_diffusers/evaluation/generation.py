@@ -1,0 +1,237 @@
+"""
+Generation for a benchmark: batched by prompt length, resumable, data-parallel under `accelerate launch`.
+
+Every record's starting noise comes from its own generators, seeded as the official driver seeds them with
+`COLA_INFER_PER_SAMPLE_NOISE_SEED`: block `b` of record `id` under seed `s` starts from
+`randn(block_length, latent_dim)` of a generator seeded `s + id * 1000 + b * 10_000_000` (a string id counts as its
+CRC-32). A record's result therefore depends on its seed and id only, not on its batch, its process or the other
+records.
+"""
+
+import json
+import os
+import zlib
+from dataclasses import asdict, dataclass
+
+import torch
+from accelerate import PartialState
+from tqdm.auto import tqdm
+
+from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+from .data import model_input, read_jsonl
+
+
+# The official benchmark's noise seed (`COLA_INFER_PER_SAMPLE_NOISE_SEED` in `scripts/run_benchmark.sh`).
+OFFICIAL_SEED = 66
+RUN_CONFIG = "run_config.json"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """
+    What a benchmark run generates with; the defaults are the official benchmark's (`scripts/run_benchmark.sh`).
+
+    Args:
+        model (`str`): The checkpoint, recorded so that runs of different models are not mixed.
+        gen_length (`int`): New tokens per record.
+        num_inference_steps (`int`), guidance_scale (`float`): Steps per block and guidance.
+        scheduler (`str`): A name of `cola_diffusers.schedulers.SCHEDULERS`.
+        temperature (`float`): 0 is greedy.
+        seeds (`tuple[int, ...]`): The noise seeds; each record is generated once per seed.
+        dtype (`str`): The weights' dtype.
+    """
+
+    model: str
+    gen_length: int = 32
+    num_inference_steps: int = 16
+    guidance_scale: float = 7.0
+    scheduler: str = "block-causal"
+    temperature: float = 0.0
+    seeds: tuple[int, ...] = (OFFICIAL_SEED,)
+    dtype: str = "float32"
+
+
+def record_seed(record_id) -> int:
+    """A record id as the official driver turns it into a seed offset: the integer, or the CRC-32 of the text."""
+    try:
+        return int(record_id)
+    except (TypeError, ValueError):
+        return zlib.crc32(str(record_id).encode("utf-8")) & 0xFFFFFFFF
+
+
+def record_noise(pipe: ColaDLMPipeline, record_id, seed: int, num_blocks: int, device: torch.device) -> torch.Tensor:
+    """The starting noise of `num_blocks` blocks of one record, `(num_blocks * block_length, latent_dim)`."""
+    block_length, latent_dim = pipe.transformer.config.block_size, pipe.transformer.config.in_channels
+    blocks = []
+    for block_index in range(num_blocks):
+        generator = torch.Generator(device).manual_seed(
+            seed + record_seed(record_id) * 1_000 + block_index * 10_000_000
+        )
+        blocks.append(torch.randn(block_length, latent_dim, generator=generator, device=device))
+    return torch.cat(blocks)
+
+
+def generate_batch(pipe: ColaDLMPipeline, records: list[dict], seed: int, settings: EvalSettings) -> list[str]:
+    """The generated text of every record of a batch, each from its own noise (and sampling generator)."""
+    prompts = [model_input(record) for record in records]
+    token_ids = pipe.tokenize(prompt=prompts)
+    num_blocks = pipe.num_blocks(token_ids, settings.gen_length)
+    device = pipe._execution_device
+    noise = torch.stack([record_noise(pipe, record["id"], seed, num_blocks, device) for record in records])
+    generators = [torch.Generator(device).manual_seed(seed + record_seed(record["id"])) for record in records]
+    output = pipe(
+        prompts,
+        gen_length=settings.gen_length,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        temperature=settings.temperature,
+        latents=noise,
+        generator=generators,
+    )
+    return output.texts
+
+
+class TaskRun:
+    """
+    One task of a run in `output_dir`: the records still to generate, each process's appended results
+    (`<task>.part<rank>.jsonl`, flushed after every batch) and, once complete, `<task>.jsonl` in record order.
+    """
+
+    def __init__(self, output_dir: str, task: str, records: list[dict], seeds: tuple[int, ...]):
+        self.output_dir, self.task, self.records, self.seeds = output_dir, task, records, seeds
+        self.path = os.path.join(output_dir, f"{task}.jsonl")
+
+    def part_path(self, rank: int) -> str:
+        return os.path.join(self.output_dir, f"{self.task}.part{rank}.jsonl")
+
+    def part_paths(self) -> list[str]:
+        prefix = f"{self.task}.part"
+        names = sorted(name for name in os.listdir(self.output_dir) if name.startswith(prefix))
+        return [os.path.join(self.output_dir, name) for name in names]
+
+    def results(self) -> list[dict]:
+        """Every result written so far, complete or in parts."""
+        paths = ([self.path] if os.path.isfile(self.path) else []) + self.part_paths()
+        return [result for path in paths for result in read_jsonl(path)]
+
+    def pending(self) -> list[tuple[int, dict]]:
+        """`(seed, record)` of every record not yet generated for a seed."""
+        done = {(result.get("seed"), result["id"]) for result in self.results()}
+        return [(seed, record) for seed in self.seeds for record in self.records if (seed, record["id"]) not in done]
+
+    def append(self, rank: int, results: list[dict]):
+        path = self.part_path(rank)
+        repair_last_line(path)
+        with open(path, "a", encoding="utf-8") as file:
+            file.writelines(json.dumps(result, ensure_ascii=False) + "\n" for result in results)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def finish(self):
+        """Writes `<task>.jsonl` in seed and record order (atomically) and removes the parts."""
+        by_key = {(result.get("seed"), result["id"]): result for result in self.results()}
+        ordered = [by_key[(seed, record["id"])] for seed in self.seeds for record in self.records]
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.writelines(json.dumps(result, ensure_ascii=False) + "\n" for result in ordered)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.path)
+        for path in self.part_paths():
+            os.remove(path)
+
+
+def repair_last_line(path: str):
+    """Cuts a last line left unterminated by a killed writer, so that appends start on a line of their own."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb+") as file:
+        data = file.read()
+        if data and not data.endswith(b"\n"):
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def check_run_config(output_dir: str, settings: EvalSettings, resume: bool):
+    """Refuses a folder that holds another run's results, unless `resume` and the same settings."""
+    path = os.path.join(output_dir, RUN_CONFIG)
+    if not os.path.isdir(output_dir):
+        return
+    holds_results = any(name.endswith(".jsonl") for name in os.listdir(output_dir))
+    if not os.path.isfile(path):
+        if holds_results:
+            raise ValueError(
+                f"{output_dir} holds results without a {RUN_CONFIG}: they are not from `cola-diffusers eval run`, "
+                "and are not mixed with new ones; choose another --output folder."
+            )
+        return
+    if not resume:
+        raise ValueError(
+            f"{output_dir} already holds a run; pass --resume to continue it, or choose another --output folder."
+        )
+    with open(path, encoding="utf-8") as file:
+        recorded = json.load(file)
+    current = settings_record(settings)
+    changed = sorted(key for key in current if recorded.get(key) != current[key])
+    if changed:
+        details = ", ".join(f"{key}: {recorded.get(key)!r} there, {current[key]!r} now" for key in changed)
+        raise ValueError(f"{output_dir} holds a run with other settings ({details}); it cannot be resumed with these.")
+
+
+def write_run_config(output_dir: str, settings: EvalSettings):
+    """Records the settings of the run in `output_dir/run_config.json`."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, RUN_CONFIG)
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        json.dump(settings_record(settings), file, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def settings_record(settings: EvalSettings) -> dict:
+    """The settings as JSON stores them (tuples become lists)."""
+    return json.loads(json.dumps(asdict(settings)))
+
+
+def input_fields(record: dict) -> dict:
+    """A record without the fields a run writes (`seed`, `generate`, and `others` from the official scorer)."""
+    return {key: value for key, value in record.items() if key not in ("seed", "generate", "others")}
+
+
+def run_task(
+    pipe: ColaDLMPipeline,
+    task: str,
+    records: list[dict],
+    settings: EvalSettings,
+    output_dir: str,
+    batch_size: int = 20,
+    state: PartialState | None = None,
+) -> str:
+    """
+    Generates every record of `task` under every seed of `settings` that `output_dir` does not hold yet, split
+    between the processes of `state`, batched by prompt length; returns the path of `<task>.jsonl`.
+    """
+    state = state or PartialState()
+    run = TaskRun(output_dir, task, records, settings.seeds)
+    pending = run.pending()
+    prompts = [model_input(record) for _, record in pending]
+    lengths = [len(ids) for ids in pipe.tokenize(prompt=prompts)] if pending else []
+    # Seed by seed, longest prompts first: a batch's prompts then share most of their prefix slots.
+    order = sorted(range(len(pending)), key=lambda index: (pending[index][0], -lengths[index], index))
+    mine = [pending[index] for index in order[state.process_index :: state.num_processes]]
+    progress = tqdm(total=len(pending), desc=task, disable=not state.is_main_process or not pending)
+    for start in range(0, len(mine), batch_size):
+        batch = mine[start : start + batch_size]
+        for seed in sorted({seed for seed, _ in batch}):
+            records_of_seed = [record for batch_seed, record in batch if batch_seed == seed]
+            texts = generate_batch(pipe, records_of_seed, seed, settings)
+            results = [
+                {**input_fields(record), "seed": seed, "generate": text}
+                for record, text in zip(records_of_seed, texts)
+            ]
+            run.append(state.process_index, results)
+        progress.update(min(len(batch) * state.num_processes, progress.total - progress.n))
+    progress.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        run.finish()
+    state.wait_for_everyone()
+    return run.path
