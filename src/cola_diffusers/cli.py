@@ -78,6 +78,7 @@ def train(args):
 
 def eval_run(args):
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     from .evaluation.data import load_records
     from .evaluation.generation import EvalSettings, check_run_config, run_task, write_run_config
@@ -96,8 +97,9 @@ def eval_run(args):
         seeds=tuple(range(args.seed, args.seed + args.seeds)),
         dtype=args.dtype,
     )
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     check_run_config(args.output, settings, args.resume)
-    state = PartialState()
+    state.wait_for_everyone()  # every process checks the folder before the main one records this run in it
     if state.is_main_process:
         write_run_config(args.output, settings)
     pipe = ColaDLMPipeline.from_pretrained(args.model, dtype=args.dtype).to(args.device or state.device)

@@ -100,6 +100,7 @@ class TaskRun:
     def __init__(self, output_dir: str, task: str, records: list[dict], seeds: tuple[int, ...]):
         self.output_dir, self.task, self.records, self.seeds = output_dir, task, records, seeds
         self.path = os.path.join(output_dir, f"{task}.jsonl")
+        os.makedirs(output_dir, exist_ok=True)
 
     def part_path(self, rank: int) -> str:
         return os.path.join(self.output_dir, f"{self.task}.part{rank}.jsonl")

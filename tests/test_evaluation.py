@@ -1,0 +1,180 @@
+"""`cola-diffusers eval run`: official-format records, resumable after SIGKILL, data-parallel, reproducible."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cola_diffusers import ColaDLMPipeline
+from cola_diffusers.cli import main
+from cola_diffusers.demo import DEMO_MODEL_PATH
+from cola_diffusers.evaluation.data import demo_records, load_records
+from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, run_task
+from cola_diffusers.evaluation.tasks import OFFICIAL_TASKS
+
+from .conftest import FIXTURE_DIR
+from .test_distributed import CPU_LAUNCH
+
+
+INPUTS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "benchmark_inputs")
+CLI = [sys.executable, "-m", "cola_diffusers.cli", "eval", "run"]
+ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+
+
+def eval_run(*arguments, check=True):
+    return subprocess.run(
+        [*CLI, *arguments], env=ENVIRONMENT, capture_output=True, text=True, timeout=300, check=check
+    )
+
+
+def read(path):
+    with open(path, encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
+@pytest.fixture(scope="module")
+def fixture_pipeline():
+    pipe = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_templates_give_the_official_prompts():
+    for name, task in OFFICIAL_TASKS.items():
+        for record in load_records(name, INPUTS_DIR):
+            assert record.get("few_shot_prefix", "") == task.few_shot_prefix
+    few_shot_prefix, prompt = OFFICIAL_TASKS["story_cloze"].render("I sat down.", choices=["I stood.", "I slept."])
+    assert few_shot_prefix.startswith("Story: I wanted to make an omelet.") and few_shot_prefix.endswith("Story: ")
+    assert prompt == "I sat down.\n(A) I stood.\n(B) I slept.\nEnd:"
+    _, squad = OFFICIAL_TASKS["squad"].render("Who?", context="Ann came.")
+    assert squad == "Ann came.\nQuestion: Who?\nAnswer:"
+
+
+def test_every_official_task_runs_on_the_official_layout(tmp_path):
+    tasks = ",".join(OFFICIAL_TASKS)
+    eval_run(
+        "--model",
+        FIXTURE_DIR,
+        "--tasks",
+        tasks,
+        "--data",
+        INPUTS_DIR,
+        "--output",
+        str(tmp_path),
+        "--limit",
+        "4",
+        "--steps",
+        "2",
+        "--gen-length",
+        "6",
+    )
+    assert json.loads((tmp_path / "run_config.json").read_text())["gen_length"] == 6
+    for name in OFFICIAL_TASKS:
+        inputs, results = load_records(name, INPUTS_DIR, limit=4), read(tmp_path / f"{name}.jsonl")
+        assert [result["id"] for result in results] == [record["id"] for record in inputs]
+        for record, result in zip(inputs, results):
+            assert result["prompt"] == record["prompt"] and result["ground_truth"] == record["ground_truth"]
+            assert result.get("choices") == record.get("choices") and result["seed"] == 66
+            assert isinstance(result["generate"], str) and "others" not in result
+    assert sorted(os.listdir(tmp_path)) == sorted([f"{name}.jsonl" for name in OFFICIAL_TASKS] + ["run_config.json"])
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
+    # One record per batch: a few seconds, time enough to kill it half-way.
+    arguments = ["--tasks", "reverse_digits", "--limit", "24", "--batch-size", "1"]
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*CLI, *arguments, "--output", str(killed_dir)],
+        env=ENVIRONMENT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    part = killed_dir / "reverse_digits.part0.jsonl"
+    deadline = time.monotonic() + 120
+    while not (part.exists() and part.read_text().count("\n") >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = part.read_text().count("\n")
+    assert 3 <= written < 24 and not (killed_dir / "reverse_digits.jsonl").exists()
+    # A write cut short by the kill is repaired on resume.
+    with open(part, "a", encoding="utf-8") as file:
+        file.write('{"id": "cut sh')
+
+    settings = EvalSettings(model=DEMO_MODEL_PATH)
+    with pytest.raises(ValueError, match="pass --resume to continue it"):
+        check_run_config(str(killed_dir), settings, resume=False)
+    eval_run(*arguments, "--output", str(killed_dir), "--resume")
+    pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    straight = run_task(pipe, "reverse_digits", demo_records()[:24], settings, tmp_path / "one", batch_size=7)
+    assert read(killed_dir / "reverse_digits.jsonl") == read(straight)
+    assert not any(name.startswith("reverse_digits.part") for name in os.listdir(killed_dir))
+
+
+def test_two_processes_give_the_records_of_one(tmp_path):
+    arguments = ["--model", FIXTURE_DIR, "--tasks", "reverse_digits,obqa", "--data", INPUTS_DIR, "--limit", "6"]
+    arguments += ["--seeds", "2", "--batch-size", "2", "--steps", "2", "--gen-length", "6"]
+    eval_run(*arguments, "--output", str(tmp_path / "one"))
+    subprocess.run(
+        [*CPU_LAUNCH, "-m", "cola_diffusers.cli", "eval", "run", *arguments, "--output", str(tmp_path / "two")],
+        env=ENVIRONMENT,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    for name in ("reverse_digits", "obqa"):
+        one, two = read(tmp_path / "one" / f"{name}.jsonl"), read(tmp_path / "two" / f"{name}.jsonl")
+        ids = [record["id"] for record in load_records(name, INPUTS_DIR, limit=6)]
+        assert [(result["seed"], result["id"]) for result in one] == [(seed, i) for seed in (66, 67) for i in ids]
+        assert one == two
+
+
+def test_demo_records_do_not_depend_on_batches_or_reruns(tmp_path):
+    pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    records, settings = demo_records()[:12], EvalSettings(model=DEMO_MODEL_PATH, seeds=(66, 70))
+    first = read(run_task(pipe, "reverse_digits", records, settings, tmp_path / "a", batch_size=12))
+    again = read(run_task(pipe, "reverse_digits", records, settings, tmp_path / "b", batch_size=12))
+    batched = read(run_task(pipe, "reverse_digits", records, settings, tmp_path / "c", batch_size=5))
+    alone = read(run_task(pipe, "reverse_digits", records[7:8], settings, tmp_path / "d", batch_size=1))
+    assert first == again == batched
+    assert [r for r in first if r["id"] == 7] == alone
+    # The seeds change the noise, and with it some answers.
+    assert [r["generate"] for r in first[:12]] != [r["generate"] for r in first[12:]]
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--tasks", "lambada,nope"], "unknown task 'nope'"),
+        (["--tasks", "lambada", "--data", "{empty}"], "No data file for the task 'lambada'"),
+        (["--tasks", "mmlu", "--data", "{broken}"], "Record 1 of .*mmlu.jsonl \\(id 'b'\\) has no 'ground_truth'"),
+        (["--tasks", "reverse_digits", "--limit", "0"], "--limit: must be an integer >= 1, got 0"),
+        (["--tasks", "reverse_digits", "--output", "{official}"], "holds results without a run_config.json"),
+    ],
+)
+def test_bad_input_is_named_before_any_model_work(tmp_path, capsys, arguments, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "mmlu.jsonl").write_text(
+        '{"id": "a", "prompt": "x", "ground_truth": "y"}\n{"id": "b", "prompt": "x"}\n'
+    )
+    shutil.copytree(INPUTS_DIR, tmp_path / "official")
+    folders = {"{empty}": tmp_path / "empty", "{broken}": tmp_path / "broken", "{official}": tmp_path / "official"}
+    arguments = [str(folders.get(argument, argument)) for argument in arguments]
+    if "--output" not in arguments:
+        arguments += ["--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "run", "--model", "no-such/checkpoint", *arguments])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    # Refused before the model (a Hub id that cannot be reached) was even looked for.
+    assert not (tmp_path / "out").exists()
