@@ -12,20 +12,26 @@ TASK_NAMES = (*OFFICIAL_TASKS, DEMO_TASK)
 REQUIRED_FIELDS = ("id", "prompt", "ground_truth")
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """The records of a JSONL file; a final line cut short by a killed writer is left out."""
-    records = []
+def read_jsonl(path: str | os.PathLike, allow_cut_last_line: bool = False) -> list[dict]:
+    """
+    The records of a JSONL file, blank lines skipped; the file is only read. With `allow_cut_last_line`, a last
+    line left unterminated by a killed writer is left out instead of raising.
+    """
     with open(path, encoding="utf-8") as file:
         lines = file.read().split("\n")
+    records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as error:
-            if number == len(lines):  # the unterminated last line of an interrupted append
+            if allow_cut_last_line and number == len(lines):
                 break
-            raise ValueError(f"{path}, line {number}, is not valid JSON: {error}.") from error
+            raise ValueError(f"{path}, line {number}, is not valid JSON: {error}.") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {number}, is not a JSON object.")
+        records.append(record)
     return records
 
 

@@ -113,7 +113,7 @@ class TaskRun:
     def results(self) -> list[dict]:
         """Every result written so far, complete or in parts."""
         paths = ([self.path] if os.path.isfile(self.path) else []) + self.part_paths()
-        return [result for path in paths for result in read_jsonl(path)]
+        return [result for path in paths for result in read_jsonl(path, allow_cut_last_line=True)]
 
     def pending(self) -> list[tuple[int, dict]]:
         """`(seed, record)` of every record not yet generated for a seed."""
