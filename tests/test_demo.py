@@ -4,14 +4,11 @@ import os
 import subprocess
 import sys
 
-import torch
-
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH, demo_answer, demo_examples, demo_prompt
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-from evaluate_demo import held_out_accuracy  # noqa: E402
+from cola_diffusers.evaluation.data import demo_records
+from cola_diffusers.evaluation.generation import EvalSettings, run_task
+from cola_diffusers.evaluation.scoring import score_directory
 
 
 def test_demo_splits_are_disjoint_and_fixed():
@@ -22,14 +19,12 @@ def test_demo_splits_are_disjoint_and_fixed():
     assert sum(int(digits) for digits in held_out) == 2355531
 
 
-def test_embedded_model_reverses_held_out_digits():
+def test_embedded_model_reverses_held_out_digits(tmp_path):
     pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
     pipe.set_progress_bar_config(disable=True)
-    accuracy = held_out_accuracy(
-        pipe, limit=100, num_inference_steps=16, guidance_scale=7.0, generator=torch.Generator().manual_seed(0)
-    )
-    # Measured: 86% on these 100 examples, 88.2% on all 500 (scripts/evaluate_demo.py, the README's figure).
-    assert accuracy >= 0.75
+    run_task(pipe, "reverse_digits", demo_records()[:100], EvalSettings(model=DEMO_MODEL_PATH), tmp_path, 100)
+    # `cola-diffusers eval run --tasks reverse_digits` on all 500 strings, 5 seeds: see the README.
+    assert score_directory(tmp_path)["reverse_digits"].accuracy >= 75
 
 
 def test_command_line_uses_the_embedded_model_by_default():
