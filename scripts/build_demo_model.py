@@ -3,7 +3,7 @@
     python scripts/build_demo_model.py --work_dir runs/demo
 
 Stage 1 trains the Text VAE, Stage 2 the DiT prior on the VAE's latents; the result replaces
-`src/cola_diffusers/demo/reverse_digits`. Then measure it with `python scripts/evaluate_demo.py`.
+`src/cola_diffusers/demo/reverse_digits`. Then measure it with `cola-diffusers eval run --tasks reverse_digits`.
 """
 
 import argparse
