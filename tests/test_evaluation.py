@@ -178,3 +178,12 @@ def test_bad_input_is_named_before_any_model_work(tmp_path, capsys, arguments, m
     assert re.search(message, capsys.readouterr().err)
     # Refused before the model (a Hub id that cannot be reached) was even looked for.
     assert not (tmp_path / "out").exists()
+
+
+def test_score_command_prints_and_writes_the_summary(tmp_path, capsys):
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "official_outputs_excerpt"), tmp_path / "out")
+    main(["eval", "score", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    rows = (tmp_path / "out" / "accuracy_summary.csv").read_text().splitlines()
+    assert rows[0] == "task,accuracy" and rows[-1].startswith("tasks_average,")
+    assert "LAMBADA" in printed and rows[-1].split(",")[1] in printed.splitlines()[-2]
