@@ -1,7 +1,7 @@
 """
 Accuracy and speed against steps per block, for every scheduler, and against guidance, on the embedded demo model.
 
-    python benchmarks/sweep_demo.py --output benchmarks/results
+    python benchmarks/sweep_demo.py --output benchmarks/sweep_demo
 
 Every configuration answers the 500 held-out strings of the demo task (`cola-diffusers eval run --tasks
 reverse_digits`) with each record's official per-record noise, greedy, scored by exact match. Writes
@@ -81,7 +81,7 @@ def plot(rows: list[dict], path: str):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="benchmarks/results")
+    parser.add_argument("--output", default="benchmarks/sweep_demo")
     parser.add_argument("--seeds", type=int, default=2, help="Noise seeds, from the official 66 on.")
     parser.add_argument("--limit", type=int, default=500, help="Held-out strings per setting.")
     parser.add_argument("--batch-size", type=int, default=100)
