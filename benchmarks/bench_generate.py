@@ -24,7 +24,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from cola_diffusers import AutoencoderKLColaText, ColaDLMPipeline, ColaTransformer1DModel, FlowMatchBlockCausalScheduler
+from cola_diffusers import (
+    AutoencoderKLColaText,
+    ColaDLMPipeline,
+    ColaTransformer1DModel,
+    FlowMatchBlockCausalScheduler,
+)
 from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
 
 
@@ -37,19 +42,40 @@ TOKENIZER_FILE = os.path.join(REPO_ROOT, "tests", "fixtures", "cola_reference", 
 CONFIGS = {
     "tiny": {
         "transformer": {"num_layers": 2, "num_attention_heads": 4, "attention_head_dim": 16, "rope_dim": 12},
-        "vae": {"hidden_size": 64, "num_attention_heads": 4, "ffn_dim": 128, "encoder_num_blocks": 2,
-                "decoder_num_blocks": 2},
+        "vae": {
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "ffn_dim": 128,
+            "encoder_num_blocks": 2,
+            "decoder_num_blocks": 2,
+        },
     },
     "mid": {
         "transformer": {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 64, "rope_dim": 48},
-        "vae": {"hidden_size": 256, "num_attention_heads": 4, "ffn_dim": 1024, "encoder_num_blocks": 2,
-                "decoder_num_blocks": 2},
+        "vae": {
+            "hidden_size": 256,
+            "num_attention_heads": 4,
+            "ffn_dim": 1024,
+            "encoder_num_blocks": 2,
+            "decoder_num_blocks": 2,
+        },
     },
     "release": {
-        "transformer": {"num_layers": 24, "num_attention_heads": 16, "attention_head_dim": 128, "rope_dim": 96,
-                        "mlp_ratio": 4.0},
-        "vae": {"hidden_size": 1536, "num_attention_heads": 12, "ffn_dim": 6144, "encoder_num_blocks": 4,
-                "decoder_num_blocks": 4, "vocab_size": 100278},
+        "transformer": {
+            "num_layers": 24,
+            "num_attention_heads": 16,
+            "attention_head_dim": 128,
+            "rope_dim": 96,
+            "mlp_ratio": 4.0,
+        },
+        "vae": {
+            "hidden_size": 1536,
+            "num_attention_heads": 12,
+            "ffn_dim": 6144,
+            "encoder_num_blocks": 4,
+            "decoder_num_blocks": 4,
+            "vocab_size": 100278,
+        },
     },
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -131,9 +157,18 @@ def benchmark(args) -> list[dict]:
             pipe.transformer.compile_repeated_blocks(fullgraph=True)
         for batch_size in args.batch_sizes:
             prompts = make_prompts(pipe, batch_size, args.prompt_tokens)
-            kwargs = {"gen_length": args.gen_length, "num_inference_steps": args.steps, "guidance_scale": args.guidance}
-            row = {"config": name, "batch_size": batch_size, "device": args.device, "dtype": args.dtype,
-                   "compiled": args.compile}
+            kwargs = {
+                "gen_length": args.gen_length,
+                "num_inference_steps": args.steps,
+                "guidance_scale": args.guidance,
+            }
+            row = {
+                "config": name,
+                "batch_size": batch_size,
+                "device": args.device,
+                "dtype": args.dtype,
+                "compiled": args.compile,
+            }
 
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
@@ -218,8 +253,11 @@ def main():
     rows = benchmark(args)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as file:
-        json.dump({"settings": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
-                  file, indent=2)
+        json.dump(
+            {"settings": vars(args), "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
+            file,
+            indent=2,
+        )
     print(f"wrote {args.output}")
 
 

@@ -32,8 +32,18 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cola_diffusers.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--model-name", MODEL]
+    command = [
+        sys.executable,
+        "-m",
+        "cola_diffusers.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-name",
+        MODEL,
+    ]
     env = {key: value for key, value in os.environ.items() if key != "COLA_API_KEY"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

@@ -22,7 +22,9 @@ from diffusers import (
 from cola_diffusers import ColaDLMPipeline, FlowMatchBlockCausalScheduler
 
 
-FIXTURE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "cola_reference")
+FIXTURE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "cola_reference"
+)
 PROMPTS = ["Question: What is the capital of France? Answer:", "a long day of work and play at home", "river mountain"]
 FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 SCHEDULERS = {
@@ -44,7 +46,13 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     default_config = pipe.scheduler.config
     noise = torch.randn(len(PROMPTS), 24, 8, generator=torch.Generator().manual_seed(0))
-    kwargs = {"gen_length": 22, "guidance_scale": 3.0, "eos_early_stop": False, "output_type": "latent", "latents": noise}
+    kwargs = {
+        "gen_length": 22,
+        "guidance_scale": 3.0,
+        "eos_early_stop": False,
+        "output_type": "latent",
+        "latents": noise,
+    }
     reference = pipe(PROMPTS, num_inference_steps=64, **kwargs)
 
     block = pipe.transformer.config.block_size

@@ -15,14 +15,32 @@ from cola_diffusers.training import TrainingConfig, train
 
 
 MODEL = {
-    "vae_config": {"latent_dim": 16, "hidden_size": 128, "num_attention_heads": 4, "ffn_dim": 512,
-                   "encoder_num_blocks": 2, "decoder_num_blocks": 2, "block_size": 4},
-    "transformer_config": {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 32, "rope_dim": 16,
-                           "block_size": 4},
+    "vae_config": {
+        "latent_dim": 16,
+        "hidden_size": 128,
+        "num_attention_heads": 4,
+        "ffn_dim": 512,
+        "encoder_num_blocks": 2,
+        "decoder_num_blocks": 2,
+        "block_size": 4,
+    },
+    "transformer_config": {
+        "num_layers": 4,
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "rope_dim": 16,
+        "block_size": 4,
+    },
 }
 DEMO_MAX_SEQUENCE_LENGTH = 128
-COMMON = {"max_length": 12, "learn_padding": True, "block_sizes": [4], "batch_size": 64, "learning_rate": 1e-3,
-          "log_every": 100}
+COMMON = {
+    "max_length": 12,
+    "learn_padding": True,
+    "block_sizes": [4],
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+    "log_every": 100,
+}
 
 
 def main():
@@ -40,10 +58,28 @@ def main():
         file.write("\n".join(demo_prompt(digits) + demo_answer(digits) for digits in demo_examples("train")))
 
     vae_dir, prior_dir = os.path.join(args.work_dir, "vae"), os.path.join(args.work_dir, "prior")
-    train(TrainingConfig(stage="vae", train_file=corpus, output_dir=vae_dir, tokenizer_file=tokenizer_file,
-                         max_steps=args.vae_steps, kl_weight=1e-3, **MODEL, **COMMON))
-    pipe, _ = train(TrainingConfig(stage="prior", train_file=corpus, output_dir=prior_dir, pretrained_model=vae_dir,
-                                   max_steps=args.prior_steps, **COMMON))
+    train(
+        TrainingConfig(
+            stage="vae",
+            train_file=corpus,
+            output_dir=vae_dir,
+            tokenizer_file=tokenizer_file,
+            max_steps=args.vae_steps,
+            kl_weight=1e-3,
+            **MODEL,
+            **COMMON,
+        )
+    )
+    pipe, _ = train(
+        TrainingConfig(
+            stage="prior",
+            train_file=corpus,
+            output_dir=prior_dir,
+            pretrained_model=vae_dir,
+            max_steps=args.prior_steps,
+            **COMMON,
+        )
+    )
 
     # Trained on 12-token rows; the recorded context leaves room for the command line's 64 new tokens.
     pipe.tokenizer.model_max_length = DEMO_MAX_SEQUENCE_LENGTH

@@ -10,11 +10,23 @@ import torch
 from .conftest import FIXTURE_DIR
 
 
-SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "generate_distributed.py")
+SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "generate_distributed.py"
+)
 # Two gloo processes on the CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU=1.
 CPU_LAUNCH = [
-    sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-    "--mixed_precision", "no", "--dynamo_backend", "no",
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
 ]
 PROMPTS = ["the river", "Question: What is the capital of France? Answer:", "a long day", "river mountain story"]
 
@@ -22,10 +34,23 @@ PROMPTS = ["the river", "Question: What is the capital of France? Answer:", "a l
 def test_two_processes_match_one_pipeline_call(fixture_pipeline, tmp_path):
     output = tmp_path / "results.json"
     command = [
-        *CPU_LAUNCH, SCRIPT,
-        "--model", FIXTURE_DIR, "--output", str(output), "--gen-length", "8", "--steps", "2", "--seed", "5", *PROMPTS,
+        *CPU_LAUNCH,
+        SCRIPT,
+        "--model",
+        FIXTURE_DIR,
+        "--output",
+        str(output),
+        "--gen-length",
+        "8",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        *PROMPTS,
     ]
-    subprocess.run(command, check=True, capture_output=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    subprocess.run(
+        command, check=True, capture_output=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"}
+    )
     results = json.loads(output.read_text())
     assert {result["process"] for result in results} == {0, 1}
 

@@ -43,7 +43,9 @@ def test_repo_id_loads_offline_from_the_hub_cache(fixture_pipeline, tmp_path, la
         """
     )
     environment = {**os.environ, "HF_HUB_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
 
     import torch
@@ -57,6 +59,8 @@ def test_repo_id_loads_offline_from_the_hub_cache(fixture_pipeline, tmp_path, la
 def test_unknown_repo_id_offline_fails_clearly(tmp_path):
     script = "from cola_diffusers import ColaDLMPipeline; ColaDLMPipeline.from_pretrained('cola-test/missing')"
     environment = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode != 0
     assert "LocalEntryNotFoundError" in result.stderr or "offline" in result.stderr.lower()

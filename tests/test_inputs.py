@@ -63,7 +63,9 @@ def test_missing_pad_token_needs_an_explicit_one(pipe):
 
 
 def test_mismatched_vae_and_transformer_are_rejected(pipe):
-    transformer = ColaTransformer1DModel(in_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=16, rope_dim=8)
+    transformer = ColaTransformer1DModel(
+        in_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=16, rope_dim=8
+    )
     with pytest.raises(ValueError, match=r"The VAE's `latent_dim` \(8\) must equal the transformer's `in_channels`"):
         ColaDLMPipeline(transformer=transformer, vae=pipe.vae, scheduler=pipe.scheduler, tokenizer=pipe.tokenizer)
 

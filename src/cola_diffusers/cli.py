@@ -163,6 +163,15 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def add_model_argument(parser: argparse.ArgumentParser):
+    parser.add_argument(
+        "--model",
+        default=DEMO_MODEL_PATH,
+        type=existing_path_or_repo,
+        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
+    )
+
+
 def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens: str):
     """`--chat-format` and `--max-model-len`, shared by `generate` and `serve`."""
     parser.add_argument(
@@ -183,12 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate_parser = commands.add_parser("generate", help="Generate text from a prompt.")
     generate_parser.add_argument("prompt", help='The prompt; the embedded demo model reverses digits: "1234>".')
-    generate_parser.add_argument(
-        "--model",
-        default=DEMO_MODEL_PATH,
-        type=existing_path_or_repo,
-        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
-    )
+    add_model_argument(generate_parser)
     generate_parser.add_argument("--steps", type=positive_int, default=16, help="Denoising steps per block.")
     generate_parser.add_argument("--guidance", type=non_negative_float, default=7.0, help="Guidance scale.")
     generate_parser.add_argument("--gen-length", type=positive_int, default=64, help="New tokens.")
@@ -199,12 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate_parser.set_defaults(func=generate)
 
     serve_parser = commands.add_parser("serve", help="Serve an OpenAI-compatible API (see docs/serving.md).")
-    serve_parser.add_argument(
-        "--model",
-        default=DEMO_MODEL_PATH,
-        type=existing_path_or_repo,
-        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
-    )
+    add_model_argument(serve_parser)
     serve_parser.add_argument("--model-name", help="The model id clients pass; default the folder name or repo id.")
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8000)
@@ -226,12 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser = eval_commands.add_parser(
         "run", help="Generate the answers of benchmark tasks.", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    run_parser.add_argument(
-        "--model",
-        default=DEMO_MODEL_PATH,
-        type=existing_path_or_repo,
-        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
-    )
+    add_model_argument(run_parser)
     run_parser.add_argument(
         "--tasks",
         required=True,

@@ -270,7 +270,9 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if rope_dim % 2 or not 0 < rope_dim <= attention_head_dim:
-            raise ValueError(f"`rope_dim` must be even and in (0, attention_head_dim={attention_head_dim}], got {rope_dim}.")
+            raise ValueError(
+                f"`rope_dim` must be even and in (0, attention_head_dim={attention_head_dim}], got {rope_dim}."
+            )
         if block_size < 1:
             raise ValueError(f"`block_size` must be >= 1, got {block_size}.")
         out_channels = out_channels or in_channels
@@ -281,7 +283,9 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         self.proj_in = nn.Linear(in_channels, hidden_size)
         self.transformer_blocks = nn.ModuleList(
             [
-                ColaTransformerBlock(hidden_size, num_attention_heads, attention_head_dim, mlp_ratio, qkv_bias, norm_eps)
+                ColaTransformerBlock(
+                    hidden_size, num_attention_heads, attention_head_dim, mlp_ratio, qkv_bias, norm_eps
+                )
                 for _ in range(num_layers)
             ]
         )
