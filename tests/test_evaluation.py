@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
+import torch
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.cli import main
 from cola_diffusers.demo import DEMO_MODEL_PATH
 from cola_diffusers.evaluation.data import demo_records, load_records
-from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, run_task
+from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, record_noise, record_seed, run_task
 from cola_diffusers.evaluation.tasks import OFFICIAL_TASKS
 
 from .conftest import FIXTURE_DIR
@@ -104,9 +106,12 @@ def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
     process.wait()
     written = part.read_text().count("\n")
     assert 3 <= written < 24 and not (killed_dir / "reverse_digits.jsonl").exists()
+    # What was written survives: mark the first result, which a resumed run must keep rather than regenerate.
+    lines = part.read_text().splitlines(keepends=True)
+    kept = json.loads(lines[0])
+    lines[0] = json.dumps({**kept, "generate": "kept"}) + "\n"
     # A write cut short by the kill is repaired on resume.
-    with open(part, "a", encoding="utf-8") as file:
-        file.write('{"id": "cut sh')
+    part.write_text("".join(lines) + '{"id": "cut sh')
 
     settings = EvalSettings(model=DEMO_MODEL_PATH)
     with pytest.raises(ValueError, match="pass --resume to continue it"):
@@ -115,13 +120,20 @@ def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
     pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
     pipe.set_progress_bar_config(disable=True)
     straight = run_task(pipe, "reverse_digits", demo_records()[:24], settings, tmp_path / "one", batch_size=7)
-    assert read(killed_dir / "reverse_digits.jsonl") == read(straight)
+    resumed, expected = read(killed_dir / "reverse_digits.jsonl"), read(straight)
+    assert [r for r in resumed if r["generate"] == "kept"] == [{**kept, "generate": "kept"}]
+    assert resumed == [{**r, "generate": "kept"} if r["id"] == kept["id"] else r for r in expected]
     assert not any(name.startswith("reverse_digits.part") for name in os.listdir(killed_dir))
 
 
-def test_two_processes_give_the_records_of_one(tmp_path):
-    arguments = ["--model", FIXTURE_DIR, "--tasks", "reverse_digits,obqa", "--data", INPUTS_DIR, "--limit", "6"]
-    arguments += ["--seeds", "2", "--batch-size", "2", "--steps", "2", "--gen-length", "6"]
+@pytest.mark.parametrize(
+    "model,tasks",
+    [(FIXTURE_DIR, ("obqa", "squad")), (DEMO_MODEL_PATH, ("reverse_digits",))],
+    ids=["official-layout", "demo"],
+)
+def test_two_processes_give_the_records_of_one(tmp_path, model, tasks):
+    arguments = ["--model", model, "--tasks", ",".join(tasks), "--data", INPUTS_DIR, "--limit", "6", "--seeds", "2"]
+    arguments += ["--batch-size", "2", "--steps", "4", "--gen-length", "6"]
     eval_run(*arguments, "--output", str(tmp_path / "one"))
     subprocess.run(
         [*CPU_LAUNCH, "-m", "cola_diffusers.cli", "eval", "run", *arguments, "--output", str(tmp_path / "two")],
@@ -130,7 +142,7 @@ def test_two_processes_give_the_records_of_one(tmp_path):
         timeout=300,
         check=True,
     )
-    for name in ("reverse_digits", "obqa"):
+    for name in tasks:
         one, two = read(tmp_path / "one" / f"{name}.jsonl"), read(tmp_path / "two" / f"{name}.jsonl")
         ids = [record["id"] for record in load_records(name, INPUTS_DIR, limit=6)]
         assert [(result["seed"], result["id"]) for result in one] == [(seed, i) for seed in (66, 67) for i in ids]
@@ -187,3 +199,15 @@ def test_score_command_prints_and_writes_the_summary(tmp_path, capsys):
     rows = (tmp_path / "out" / "accuracy_summary.csv").read_text().splitlines()
     assert rows[0] == "task,accuracy" and rows[-1].startswith("tasks_average,")
     assert "LAMBADA" in printed and rows[-1].split(",")[1] in printed.splitlines()[-2]
+
+
+def test_noise_is_seeded_per_record_and_block_as_the_official_driver():
+    pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    block_length, latent_dim = pipe.transformer.config.block_size, pipe.transformer.config.in_channels
+    noise = record_noise(pipe, 3, 66, 2, torch.device("cpu"))
+    for block, offset in enumerate((0, 10_000_000)):
+        generator = torch.Generator().manual_seed(66 + 3 * 1_000 + offset)
+        expected = torch.randn(block_length, latent_dim, generator=generator)
+        assert torch.equal(noise[block * block_length : (block + 1) * block_length], expected)
+    # A text id (SQuAD's) counts as its CRC-32.
+    assert record_seed("56be4db0acb8001400a502ec") == zlib.crc32(b"56be4db0acb8001400a502ec") and record_seed("7") == 7
