@@ -174,7 +174,10 @@ def test_stream_previews(pipe):
     chunks = list(pipe.stream(PROMPTS, gen_length=6, num_inference_steps=4, preview_every=2))
     previews = [chunk for chunk in chunks if chunk.is_preview]
     assert [(chunk.block_index, chunk.step_index) for chunk in previews] == [(0, 1), (0, 3), (1, 1), (1, 3)]
-    assert all(len(ids) == 4 for chunk in previews for ids in chunk.token_ids)
+    # The first block's previews leave out the prompt tokens it re-emits, as the output does.
+    trimmed = [len(ids) % 4 for ids in pipe.tokenizer(PROMPTS)["input_ids"]]
+    assert [[len(ids) for ids in chunk.token_ids] for chunk in previews[:2]] == [[4 - t for t in trimmed]] * 2
+    assert all(len(ids) == 4 for chunk in previews[2:] for ids in chunk.token_ids)
     with pytest.raises(ValueError, match="`preview_every` must be an integer >= 1"):
         list(pipe.stream(PROMPTS, preview_every=0))
 
@@ -221,3 +224,15 @@ def test_official_layout_takes_a_dtype_per_component(fixture_dir):
     assert (pipe.transformer.dtype, pipe.vae.dtype) == (torch.bfloat16, torch.float32)
     with pytest.raises(ValueError, match="`device_map` is not supported for the official layout"):
         ColaDLMPipeline.from_pretrained(fixture_dir, device_map="balanced")
+
+
+def test_a_last_step_preview_is_the_block_text():
+    from cola_diffusers import ColaDLMPipeline
+    from cola_diffusers.demo import DEMO_MODEL_PATH
+
+    demo = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    demo.set_progress_bar_config(disable=True)
+    chunks = list(demo.stream("1234>", gen_length=3, num_inference_steps=4, preview_every=4))
+    preview, block = chunks[0], chunks[1]
+    assert preview.is_preview and not block.is_preview
+    assert preview.texts == block.texts == ["432"]

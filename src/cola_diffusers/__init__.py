@@ -1,26 +1,35 @@
 """Cola-DLM, the continuous latent diffusion language model, as a diffusers plugin."""
 
-from .models.attention_cola import ColaKVCache, block_causal_mask
-from .models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
-from .models.transformers.transformer_cola import ColaTimestepModulation, ColaTransformer1DModel
-from .modular_pipelines import ColaDLMBlocks, ColaDLMModularPipeline
-from .pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
-from .pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
-from .schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+import importlib
 
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutoencoderKLColaText",
-    "ColaDLMBlocks",
-    "ColaDLMModularPipeline",
-    "ColaDLMPipeline",
-    "ColaDLMPipelineOutput",
-    "ColaDLMStreamChunk",
-    "ColaKVCache",
-    "ColaTimestepModulation",
-    "ColaTransformer1DModel",
-    "FlowMatchBlockCausalScheduler",
-    "block_causal_mask",
-]
+# Public names and the modules that define them; imported on first use, so that `cola-diffusers --help` and the
+# light modules (chat formats, task templates, the demo task) start without torch.
+_EXPORTS = {
+    "AutoencoderKLColaText": ".models.autoencoders.autoencoder_kl_cola_text",
+    "ColaDLMBlocks": ".modular_pipelines",
+    "ColaDLMModularPipeline": ".modular_pipelines",
+    "ColaDLMPipeline": ".pipelines.cola_dlm.pipeline_cola_dlm",
+    "ColaDLMPipelineOutput": ".pipelines.cola_dlm.pipeline_output",
+    "ColaDLMStreamChunk": ".pipelines.cola_dlm.pipeline_output",
+    "ColaKVCache": ".models.attention_cola",
+    "ColaTimestepModulation": ".models.transformers.transformer_cola",
+    "ColaTransformer1DModel": ".models.transformers.transformer_cola",
+    "FlowMatchBlockCausalScheduler": ".schedulers.scheduling_flow_match_block_causal",
+    "block_causal_mask": ".models.attention_cola",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

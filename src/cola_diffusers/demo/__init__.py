@@ -8,8 +8,6 @@ digits is one example, and a fixed, seeded share of them is held out from traini
 import os
 import random
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
 
 DEMO_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reverse_digits")
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|pad|>"]
@@ -17,8 +15,10 @@ SYMBOLS = list("0123456789>")
 NUM_HELD_OUT = 500
 
 
-def build_demo_tokenizer() -> Tokenizer:
-    """A character-level tokenizer of the digits and `>`, with the release's special token names."""
+def build_demo_tokenizer():
+    """A character-level `tokenizers.Tokenizer` of the digits and `>`, with the release's special token names."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + SYMBOLS)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|pad|>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")

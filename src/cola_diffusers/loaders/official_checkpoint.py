@@ -13,14 +13,6 @@ from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 
 
-OFFICIAL_DIT_FOLDER = os.path.join("cola_dlm", "cola_dit")
-OFFICIAL_VAE_FOLDER = os.path.join("cola_dlm", "cola_vae")
-OFFICIAL_TOKENIZER_FILE = "tokenizer.json"
-OFFICIAL_FILES = (
-    os.path.join(OFFICIAL_DIT_FOLDER, "config.json"),
-    os.path.join(OFFICIAL_VAE_FOLDER, "config.json"),
-    OFFICIAL_TOKENIZER_FILE,
-)
 
 # (official key pattern, our key template); patterns are matched in full.
 _DIT_KEY_MAP = [
@@ -66,11 +58,6 @@ _VAE_KEY_MAP = [
     (rf"(encoder|decoder)\.blocks\.(\d+)\.{official}\.(weight|bias)", rf"\1.transformer.blocks.\2.{ours}.\3")
     for official, ours in _VAE_BLOCK_KEY_MAP
 ]
-
-
-def is_official_layout(folder: str) -> bool:
-    """Whether `folder` holds the official release layout (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`)."""
-    return os.path.isdir(os.path.join(folder, "cola_dlm"))
 
 
 def _read_json(path: str) -> dict:

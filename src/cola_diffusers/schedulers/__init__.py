@@ -1,30 +1,23 @@
 """The block-causal flow-matching scheduler, and the diffusers schedulers that swap in for it, by name."""
 
-from diffusers import (
-    DPMSolverMultistepScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    FlowMatchHeunDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-
-from .scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+import importlib
 
 
 # The multistep solvers integrate the flow when told its sigmas and its velocity prediction.
 FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+# name: (module, class, config overrides); the classes are imported when a scheduler is built.
 SCHEDULERS = {
-    "block-causal": (FlowMatchBlockCausalScheduler, {}),
-    "euler": (FlowMatchEulerDiscreteScheduler, {}),
-    "heun": (FlowMatchHeunDiscreteScheduler, {}),
-    "unipc": (UniPCMultistepScheduler, FLOW_SOLVER),
-    "dpm++": (DPMSolverMultistepScheduler, FLOW_SOLVER),
+    "block-causal": (f"{__name__}.scheduling_flow_match_block_causal", "FlowMatchBlockCausalScheduler", {}),
+    "euler": ("diffusers", "FlowMatchEulerDiscreteScheduler", {}),
+    "heun": ("diffusers", "FlowMatchHeunDiscreteScheduler", {}),
+    "unipc": ("diffusers", "UniPCMultistepScheduler", FLOW_SOLVER),
+    "dpm++": ("diffusers", "DPMSolverMultistepScheduler", FLOW_SOLVER),
 }
 
 
-def scheduler_from_name(name: str, config) -> SchedulerMixin:
+def scheduler_from_name(name: str, config):
     """The scheduler `name` (a key of `SCHEDULERS`) built from a scheduler `config`, as `from_config` does."""
     if name not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}; the schedulers are {list(SCHEDULERS)}.")
-    scheduler_class, overrides = SCHEDULERS[name]
-    return scheduler_class.from_config(config, **overrides)
+    module, class_name, overrides = SCHEDULERS[name]
+    return getattr(importlib.import_module(module), class_name).from_config(config, **overrides)

@@ -1,6 +1,8 @@
 """Text generation with Cola-DLM: block-causal flow matching in the latent space of a Text VAE."""
 
+import contextlib
 import os
+import re
 from typing import Callable, Generator, Iterator
 
 import torch
@@ -11,17 +13,11 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging, replace_example_docstring
 from diffusers.utils.import_utils import compare_versions
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from transformers import PreTrainedTokenizerFast
 
-from ...loaders.official_checkpoint import (
-    OFFICIAL_DIT_FOLDER,
-    OFFICIAL_TOKENIZER_FILE,
-    OFFICIAL_VAE_FOLDER,
-    is_official_layout,
-    load_official_transformer,
-    official_chat_settings,
-    load_official_vae,
-)
+from ...loaders.layout import OFFICIAL_DIT_FOLDER, OFFICIAL_TOKENIZER_FILE, OFFICIAL_VAE_FOLDER, is_official_layout
+from ...loaders.official_checkpoint import load_official_transformer, load_official_vae, official_chat_settings
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
@@ -63,6 +59,8 @@ def load_tokenizer(tokenizer_file: str, model_max_length: int | None = None) -> 
     return tokenizer
 
 
+# A Hub repo id, `owner/name`.
+REPO_ID = r"[\w][\w.-]*/[\w][\w.-]*"
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -234,13 +232,21 @@ class ColaDLMPipeline(DiffusionPipeline):
         dtype = resolve_dtype(kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None))
         folder = str(pretrained_model_name_or_path)
         if not os.path.isdir(folder):
-            folder = snapshot_download(
-                folder,
-                revision=kwargs.pop("revision", None),
-                cache_dir=kwargs.pop("cache_dir", None),
-                token=kwargs.pop("token", None),
-                local_files_only=kwargs.pop("local_files_only", False),
-            )
+            if not re.fullmatch(REPO_ID, folder):
+                raise FileNotFoundError(f"The folder {folder} does not exist (and it is not a Hub repo id).")
+            try:
+                folder = snapshot_download(
+                    folder,
+                    revision=kwargs.pop("revision", None),
+                    cache_dir=kwargs.pop("cache_dir", None),
+                    token=kwargs.pop("token", None),
+                    local_files_only=kwargs.pop("local_files_only", False),
+                )
+            except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+                raise OSError(
+                    f"Cannot reach the Hub for {folder} ({type(error).__name__}): pass a local folder, or set "
+                    "HF_HUB_OFFLINE=1 with a cached copy."
+                ) from error
         if is_official_layout(folder):
             if kwargs.get("device_map") is not None:
                 raise ValueError(
@@ -576,7 +582,8 @@ class ColaDLMPipeline(DiffusionPipeline):
         streamed_texts = [""] * batch_size
 
         # 3. Generate block by block.
-        with self.progress_bar(total=num_blocks) as progress_bar:
+        # No bar inside streamed text: the stream itself shows the progress.
+        with self.progress_bar(total=num_blocks) if not streaming else contextlib.nullcontext() as progress_bar:
             for block_index in range(num_blocks):
                 block = layout.block(block_index, guidance_scale)
                 block_latents = block.repaint(latents[:, block.latent_slice])
@@ -608,11 +615,14 @@ class ColaDLMPipeline(DiffusionPipeline):
                         sigma = t.float() / self.scheduler.config.num_train_timesteps
                         preview_latents = block_latents - sigma * velocity
                         preview = generation.decode_logits(self.vae, block, preview_latents, vae_cache).argmax(-1)
+                        # The first block's re-emitted prompt tokens are not new text: left out, as in the output.
+                        trimmed = layout.num_trimmed_tokens if block_index == 0 else [0] * batch_size
+                        preview_ids = [ids[start:] for ids, start in zip(preview.tolist(), trimmed)]
                         yield ColaDLMStreamChunk(
                             block_index=block_index,
                             step_index=step_index,
-                            token_ids=preview.tolist(),
-                            texts=self.tokenizer.batch_decode(preview, skip_special_tokens=True),
+                            token_ids=preview_ids,
+                            texts=self.tokenizer.batch_decode(preview_ids, skip_special_tokens=True),
                             finished=[False] * batch_size,
                             is_preview=True,
                         )
@@ -630,7 +640,8 @@ class ColaDLMPipeline(DiffusionPipeline):
                     repetition_penalty,
                     generator,
                 )
-                progress_bar.update()
+                if progress_bar is not None:
+                    progress_bar.update()
 
                 results = generation.truncate_new_tokens(
                     self.tokenizer, tokens, layout, block.token_slice.stop, gen_length, stop_token_ids, stop
@@ -653,6 +664,11 @@ class ColaDLMPipeline(DiffusionPipeline):
                         is_preview=False,
                     )
                 if all(finished) or self.interrupt:
+                    if progress_bar is not None and block_index + 1 < num_blocks:
+                        # The budget was not needed: the bar ends full, saying why.
+                        progress_bar.set_postfix_str("every prompt stopped" if all(finished) else "interrupted")
+                        progress_bar.total = block_index + 1
+                        progress_bar.refresh()
                     break
                 if block_index + 1 < num_blocks:
                     generation.commit_block(self.transformer, block, block_latents, transformer_cache)

@@ -1,0 +1,220 @@
+"""The `cola-diffusers` command: fast help, one-line errors, the flags users reach for, serve as the adapter."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from safetensors.torch import load_file
+
+from cola_diffusers.cli import main
+
+from .conftest import FIXTURE_DIR
+
+
+COMMAND = [sys.executable, "-m", "cola_diffusers.cli"]
+ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*arguments, **kwargs):
+    return subprocess.run(
+        [*COMMAND, *arguments],
+        env={**ENVIRONMENT, **kwargs.pop("env", {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_help_and_argument_errors_import_no_heavy_module():
+    code = (
+        "import sys\nfrom cola_diffusers.cli import build_parser\n"
+        "for argv in (['--help'], ['generate', '--help'], ['generate', '--steps', '0', 'x']):\n"
+        "    try:\n        build_parser().parse_args(argv)\n    except SystemExit:\n        pass\n"
+        "print(sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["generate", "x", "--model", "./nope"], "'./nope' is neither a checkpoint folder nor a Hub repo id"),
+        (["generate", "x", "--model", "ByteDance-Seed/Cola-DLM"], "Cannot reach the Hub for ByteDance-Seed/Cola-DLM"),
+        (["generate", ""], "Prompt 0 is empty"),
+        (["generate"], "Give a prompt, several prompts, or --prompt-file"),
+        (["generate", "a", "b", "--stream"], "--stream prints one prompt's text"),
+        (["generate", "--prompt-file", "missing.txt"], "--prompt-file missing.txt does not exist"),
+        (["generate", "x", "--top-p", "1.5"], "--top-p: must be in \\(0, 1\\], got 1.5"),
+        (["train", "--config", "missing.json"], "missing.json"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_2(arguments, message):
+    result = run(*arguments)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.search(message, last), last
+
+
+def test_debug_shows_the_traceback():
+    result = run("--debug", "generate", "")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_generate_flags(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "5678>"}\n90>\n')
+    main(["generate", "1234>", "--prompt-file", str(prompts), "--output", "json", "--gen-length", "8"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["prompt"] for line in lines] == ["1234>", "5678>", "90>"]
+    assert lines[0] == {"prompt": "1234>", "text": "4321", "token_ids": [7, 6, 5, 4, 0], "finish_reason": "stop"}
+    assert lines[1]["text"] == "8765"
+    # Sampling flags reach the pipeline: greedy and sampled outputs differ, and the same seed repeats.
+    sampled = ["generate", "1234>", "--temperature", "5", "--top-k", "8", "--top-p", "0.9", "--seed", "3"]
+    main(sampled)
+    first = capsys.readouterr().out
+    main(sampled)
+    assert capsys.readouterr().out == first and first.strip() != "4321"
+    main(["generate", "1234>", "--scheduler", "unipc", "--steps", "8", "--block-length", "4", "--chat"])
+    assert capsys.readouterr().out.strip() == "4321"
+
+
+def test_generate_loads_bfloat16_weights(tmp_path):
+    result = run(
+        "generate",
+        "the river",
+        "--model",
+        FIXTURE_DIR,
+        "--dtype",
+        "bfloat16",
+        "--gen-length",
+        "4",
+        "--steps",
+        "2",
+        "--output",
+        "json",
+        env={"COLA_DIFFUSERS_DEBUG": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["token_ids"]) >= 1
+    code = (
+        "from cola_diffusers.cli import build_parser, load_pipeline\n"
+        f"args = build_parser().parse_args(['generate', 'x', '--model', {FIXTURE_DIR!r}, '--dtype', 'bfloat16'])\n"
+        "pipe = load_pipeline(args)\nprint(pipe.transformer.dtype, pipe.vae.dtype)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert loaded.stdout.split() == ["torch.bfloat16", "torch.bfloat16"]
+
+
+def test_convert_refuses_a_folder_that_is_not_empty(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    result = run("convert", "--checkpoint-path", FIXTURE_DIR, "--output-path", str(tmp_path / "out"))
+    assert result.returncode == 2 and "is not empty; pass --overwrite" in result.stderr
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    # The underscore spelling still works.
+    converted = run(
+        "convert", "--checkpoint_path", FIXTURE_DIR, "--output_path", str(tmp_path / "new"), "--dtype", "bf16"
+    )
+    assert converted.returncode == 0, converted.stderr
+    weights = load_file(tmp_path / "new" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {str(tensor.dtype) for key, tensor in weights.items() if "inv_freq" not in key} == {"torch.bfloat16"}
+
+
+def test_serve_answers_the_official_adapter_example():
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *COMMAND,
+            "serve",
+            "--model",
+            FIXTURE_DIR,
+            "--served-model-name",
+            "cola-dlm",
+            "--port",
+            str(port),
+            "--api-key",
+            "change-me",
+        ],
+        env=ENVIRONMENT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        # The official adapter's README example, verbatim.
+        body = {
+            "model": "cola-dlm",
+            "messages": [{"role": "user", "content": "Question: What is the capital of France? Answer:"}],
+            "temperature": 0,
+            "max_tokens": 32,
+            "stream": False,
+        }
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json=body,
+            timeout=120,
+            headers={"Authorization": "Bearer change-me"},
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["model"] == "cola-dlm" and answer["choices"][0]["message"]["role"] == "assistant"
+        assert answer["usage"]["completion_tokens"] > 0
+
+        # A second server on the same port says so before loading any model.
+        started = time.monotonic()
+        taken = run("serve", "--model", FIXTURE_DIR, "--port", str(port))
+        assert taken.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in taken.stderr
+        assert "Loading" not in taken.stderr and time.monotonic() - started < 30
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_takes_the_official_environment_variables():
+    from cola_diffusers.cli import build_parser
+
+    environment = {
+        "COLA_MODEL_NAME": "cola-dlm",
+        "COLA_API_KEY": "k",
+        "COLA_MAX_NEW_TOKENS_LIMIT": "99",
+        "COLA_DEFAULT_MAX_NEW_TOKENS": "7",
+        "COLA_DEVICE": "cpu",
+    }
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        args = build_parser().parse_args(["serve"])
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+    assert (args.served_model_name, args.api_key, args.max_tokens_limit, args.default_max_tokens, args.device) == (
+        "cola-dlm",
+        "k",
+        99,
+        7,
+        "cpu",
+    )
