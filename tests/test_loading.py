@@ -185,3 +185,9 @@ def test_saved_tokenizers_record_the_release_context(diffusers_copy):
     saved = json.loads((diffusers_copy / "tokenizer" / "tokenizer_config.json").read_text())
     assert saved["model_max_length"] == 4096
     assert ColaDLMPipeline.from_pretrained(diffusers_copy).max_sequence_length == 4096
+
+
+@pytest.mark.parametrize("name", ["./nope", "nope", "/tmp/does/not/exist"])
+def test_a_missing_folder_is_named(name):
+    with pytest.raises(FileNotFoundError, match=f"The folder {name} does not exist"):
+        ColaDLMPipeline.from_pretrained(name)
