@@ -1,9 +1,11 @@
-"""Trains the embedded demo model (four-digit reversal) from scratch and writes it into the package.
+"""Trains the demo model (four-digit reversal) from scratch.
 
-    python scripts/build_demo_model.py --work_dir runs/demo
+    python scripts/build_demo_model.py --work-dir runs/demo                      # writes runs/demo/model
+    python scripts/build_demo_model.py --work-dir runs/demo --replace-embedded   # replaces the shipped model
 
-Stage 1 trains the Text VAE, Stage 2 the DiT prior on the VAE's latents; the result replaces
-`src/cola_diffusers/demo/reverse_digits`. Then measure it with `cola-diffusers eval run --tasks reverse_digits`.
+Stage 1 trains the Text VAE, Stage 2 the DiT prior on the VAE's latents; the result goes to `--output` (default
+`<work-dir>/model`), or, with `--replace-embedded`, replaces the shipped `src/cola_diffusers/demo/reverse_digits`.
+Then measure it with `cola-diffusers eval run --model <folder> --tasks reverse_digits`.
 """
 
 import argparse
@@ -45,10 +47,17 @@ COMMON = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work_dir", default="runs/demo")
-    parser.add_argument("--vae_steps", type=int, default=1500)
-    parser.add_argument("--prior_steps", type=int, default=3000)
+    parser.add_argument("--work-dir", "--work_dir", dest="work_dir", default="runs/demo", help="Corpus and stages.")
+    parser.add_argument("--output", help="Folder of the trained pipeline (default: <work-dir>/model).")
+    parser.add_argument(
+        "--replace-embedded", action="store_true", help="Replace the shipped src/cola_diffusers/demo/reverse_digits."
+    )
+    parser.add_argument("--vae-steps", "--vae_steps", dest="vae_steps", type=int, default=1500)
+    parser.add_argument("--prior-steps", "--prior_steps", dest="prior_steps", type=int, default=3000)
     args = parser.parse_args()
+    if args.replace_embedded and args.output is not None:
+        parser.error("give --output or --replace-embedded, not both")
+    output = DEMO_MODEL_PATH if args.replace_embedded else args.output or os.path.join(args.work_dir, "model")
 
     os.makedirs(args.work_dir, exist_ok=True)
     tokenizer_file = os.path.join(args.work_dir, "tokenizer.json")
@@ -83,9 +92,10 @@ def main():
 
     # Trained on 12-token rows; the recorded context leaves room for the command line's 64 new tokens.
     pipe.tokenizer.model_max_length = DEMO_MAX_SEQUENCE_LENGTH
-    shutil.rmtree(DEMO_MODEL_PATH, ignore_errors=True)
-    pipe.save_pretrained(DEMO_MODEL_PATH)
-    print(f"Wrote the demo model to {DEMO_MODEL_PATH}")
+    if args.replace_embedded:
+        shutil.rmtree(output, ignore_errors=True)  # no stale file of the old model is shipped
+    pipe.save_pretrained(output)
+    print(f"Wrote the demo model to {output}")
 
 
 if __name__ == "__main__":

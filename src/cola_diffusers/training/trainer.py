@@ -1,7 +1,7 @@
 """Training loop of both Cola-DLM stages on accelerate."""
 
-import dataclasses
 import json
+import logging
 import os
 import random
 
@@ -16,69 +16,12 @@ from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline, load_tokenizer
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .config import STAGES, TrainingConfig
 from .losses import prior_loss, vae_loss
 
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-@dataclasses.dataclass
-class TrainingConfig:
-    """
-    Settings of one training run, read from a JSON file by `TrainingConfig.from_json`.
-
-    `stage` is `"vae"` (Stage 1) or `"prior"` (Stage 2). The models come from `pretrained_model` (a pipeline folder)
-    or, when it is None, are built from `transformer_config` / `vae_config` with the tokenizer `tokenizer_file`.
-    `train_file` holds one training text per line.
-    """
-
-    stage: str
-    train_file: str
-    output_dir: str
-    pretrained_model: str | None = None
-    tokenizer_file: str | None = None
-    transformer_config: dict = dataclasses.field(default_factory=dict)
-    vae_config: dict = dataclasses.field(default_factory=dict)
-    max_length: int = 64
-    learn_padding: bool = False
-    block_sizes: list[int] = dataclasses.field(default_factory=lambda: [4])
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    optimizer: str = "adamw"
-    learning_rate: float = 3e-4
-    weight_decay: float = 0.0
-    max_steps: int = 1000
-    mixed_precision: str = "no"
-    seed: int = 0
-    kl_weight: float = 1e-4
-    mask_rate: float = 0.15
-    masked_token_weight: float = 1.0
-    sample_posterior: bool = True
-    prompt_boundary_rate: float = 0.5
-    gradient_checkpointing: bool = False
-    ema_decay: float | None = None
-    checkpoint_every: int | None = None
-    resume_from: str | None = None
-    log_every: int = 10
-
-    def __post_init__(self):
-        if self.stage not in ("vae", "prior"):
-            raise ValueError(f"`stage` must be 'vae' or 'prior', got {self.stage!r}.")
-        if self.pretrained_model is None and self.tokenizer_file is None:
-            raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`optimizer` must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}.")
-        if any(self.max_length % size for size in self.block_sizes):
-            raise ValueError(f"`max_length` ({self.max_length}) must be a multiple of every `block_sizes` entry.")
-
-    @classmethod
-    def from_json(cls, path: str) -> "TrainingConfig":
-        with open(path, encoding="utf-8") as file:
-            values = json.load(file)
-        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown training settings in {path}: {sorted(unknown)}.")
-        return cls(**values)
+logger = logging.getLogger(__name__)
 
 
 def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
@@ -163,12 +106,19 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     Returns:
         The trained pipeline and the loss of every optimiser step.
     """
+    config.check_files()
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(config.seed)
+    if config.stage == "prior" and config.pretrained_model is None and accelerator.is_main_process:
+        # The VAE is new and stays frozen in Stage 2 (a resumed checkpoint holds that same untrained VAE).
+        logger.warning(
+            "Stage 2 trains the prior on the latents of an untrained VAE: `pretrained_model` is null, so the VAE is "
+            "newly initialised. Set `pretrained_model` to the Stage-1 `output_dir`."
+        )
     pipe = build_pipeline(config)
     objective = StageObjective(config, pipe.transformer, pipe.vae)
     trained = objective.trained
@@ -197,7 +147,18 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
         block_chooser.choice(config.block_sizes)
 
     steps_per_epoch = len(dataloader) // config.gradient_accumulation_steps
-    progress_bar = tqdm(total=config.max_steps, initial=step, disable=not accelerator.is_local_main_process)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"`train_file` `{config.train_file}` has too few lines for one optimiser step: "
+            f"{accelerator.num_processes} process(es) × `batch_size` {config.batch_size} × "
+            f"`gradient_accumulation_steps` {config.gradient_accumulation_steps} rows are needed."
+        )
+    progress_bar = tqdm(
+        total=config.max_steps,
+        initial=step,
+        desc=STAGES[config.stage],
+        disable=not accelerator.is_local_main_process,
+    )
     history = []
     while step < config.max_steps:
         epoch, skip = divmod(step, steps_per_epoch)
@@ -234,6 +195,7 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
         pipe.save_pretrained(config.output_dir)
         with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
             json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
+        print(f"{STAGES[config.stage]}: saved to {config.output_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return pipe, history

@@ -1,0 +1,184 @@
+"""The settings of a training run and their checks; no torch, so that a bad config is refused at once."""
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+
+
+OPTIMIZER_NAMES = ("adamw", "sgd")
+STAGES = {"vae": "Stage 1 (VAE)", "prior": "Stage 2 (prior)"}
+
+
+def setting(help: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
+    """A `TrainingConfig` field whose `help` is its line in the settings table of docs/training.md."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """
+    Settings of one training run, read from a JSON file by `TrainingConfig.from_json`.
+
+    `stage` is `"vae"` (Stage 1) or `"prior"` (Stage 2). The models come from `pretrained_model` (a pipeline folder)
+    or, when it is None, are built from `transformer_config` / `vae_config` with the tokenizer `tokenizer_file`.
+    `train_file` holds one training text per line. Each field's `help` documents it (`settings_table`).
+    """
+
+    stage: str = setting('`"vae"` (Stage 1, the Text VAE) or `"prior"` (Stage 2, the DiT prior on the VAE latents).')
+    train_file: str = setting(
+        "UTF-8 text file, one training example per line; blank lines are skipped, each line is ended by the eos token"
+        " and padded or cut to `max_length` tokens."
+    )
+    output_dir: str = setting(
+        "Folder of the trained pipeline (diffusers format), `loss_history.json` and checkpoints."
+    )
+    pretrained_model: str | None = setting(
+        "Pipeline folder to start from (Stage 2: normally Stage 1's `output_dir`); null builds new models from"
+        " `tokenizer_file` and the `*_config` settings.",
+        None,
+    )
+    tokenizer_file: str | None = setting("`tokenizer.json` of new models (when `pretrained_model` is null).", None)
+    transformer_config: dict = setting(
+        "`ColaTransformer1DModel` arguments of a new DiT; `in_channels` defaults to the VAE's `latent_dim`.",
+        default_factory=dict,
+    )
+    vae_config: dict = setting(
+        "`AutoencoderKLColaText` arguments of a new VAE; `vocab_size` defaults to the tokenizer's.",
+        default_factory=dict,
+    )
+    max_length: int = setting("Tokens per training row; a multiple of every `block_sizes` entry.", 64)
+    learn_padding: bool = setting(
+        "Count padding as tokens to learn, so that the model can end its text inside a block.", False
+    )
+    block_sizes: list[int] = setting(
+        "Stage 2: block sizes, one drawn at random per step.", default_factory=lambda: [4]
+    )
+    batch_size: int = setting("Rows per micro-batch and process.", 16)
+    gradient_accumulation_steps: int = setting("Micro-batches per optimiser step.", 1)
+    optimizer: str = setting('`"adamw"` or `"sgd"`.', "adamw")
+    learning_rate: float = setting("Learning rate (constant).", 3e-4)
+    weight_decay: float = setting("Weight decay of the optimiser.", 0.0)
+    max_steps: int = setting("Optimiser steps to train, a resumed run's earlier steps included.", 1000)
+    mixed_precision: str = setting('accelerate\'s mixed precision: `"no"`, `"fp16"` or `"bf16"`.', "no")
+    seed: int = setting("Seed of the new weights, the data order, the noise and the block sizes.", 0)
+    kl_weight: float = setting("Stage 1: weight of KL(q(z|x) ‖ N(0, I)).", 1e-4)
+    mask_rate: float = setting("Stage 1: share of the input tokens replaced by the mask token.", 0.15)
+    masked_token_weight: float = setting("Stage 1: weight of the masked-token cross-entropy.", 1.0)
+    sample_posterior: bool = setting("Stage 1: decode a posterior sample (false: the posterior mean).", True)
+    prompt_boundary_rate: float = setting(
+        "Stage 2: probability that a block starts with clean (prompt) positions held at timestep 0.", 0.5
+    )
+    gradient_checkpointing: bool = setting("Recompute the trained model's activations in the backward pass.", False)
+    ema_decay: float | None = setting("Decay of an EMA of the trained weights, which become the final ones.", None)
+    checkpoint_every: int | None = setting("Save `output_dir/checkpoint-{step}` every this many steps.", None)
+    resume_from: str | None = setting("A `checkpoint-{step}` folder to continue from.", None)
+    log_every: int = setting("Show the loss on the progress bar every this many steps.", 10)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            check_type(field.name, getattr(self, field.name), field.type)
+        if self.stage not in STAGES:
+            raise ValueError(f'`stage` must be "vae" (Stage 1) or "prior" (Stage 2), got {json.dumps(self.stage)}.')
+        if self.pretrained_model is None and self.tokenizer_file is None:
+            raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
+        for name in ("max_length", "batch_size", "gradient_accumulation_steps", "max_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"`checkpoint_every` must be at least 1 or null, got {self.checkpoint_every}.")
+        if not self.block_sizes or min(self.block_sizes) < 1:
+            raise ValueError(f"`block_sizes` must be a non-empty list of positive sizes, got {self.block_sizes}.")
+        if any(self.max_length % size for size in self.block_sizes):
+            raise ValueError(f"`max_length` ({self.max_length}) must be a multiple of every `block_sizes` entry.")
+
+    @classmethod
+    def from_json(cls, path: str) -> "TrainingConfig":
+        """Reads and checks a JSON object of settings; every error names `path` and the setting in one line."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"training config `{path}` does not exist.")
+        with open(path, encoding="utf-8") as file:
+            try:
+                values = json.load(file)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"training config `{path}` is not valid JSON: "
+                    f"line {error.lineno}, column {error.colno}: {error.msg}."
+                ) from None
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"training config `{path}` must hold a JSON object of settings, got {type(values).__name__}."
+            )
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        problems = []
+        unknown = [key for key in values if key not in fields]
+        guesses = {key: difflib.get_close_matches(key, fields, n=1) for key in unknown}
+        if len(unknown) == 1:
+            (key,) = unknown
+            problems.append(
+                f"unknown training setting `{key}`" + "".join(f"; did you mean `{g}`?" for g in guesses[key])
+            )
+        elif unknown:
+            names = [f"`{key}`" + "".join(f" (did you mean `{g}`?)" for g in guesses[key]) for key in unknown]
+            problems.append(f"unknown training settings {', '.join(names)}")
+        required = [
+            name for name, field in fields.items() if field.default is field.default_factory is dataclasses.MISSING
+        ]
+        problems += [f"missing required setting `{name}`" for name in required if name not in values]
+        try:
+            if problems:
+                message = "; ".join(problems)
+                raise ValueError(message if message.endswith("?") else f"{message}.")
+            config = cls(**values)
+            config.check_files()
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"training config `{path}`: {error}") from None
+        return config
+
+    def check_files(self):
+        """
+        Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`, and
+        `ValueError` for a `train_file` of fewer lines than one optimiser step takes.
+        """
+        paths = {"train_file": self.train_file, "resume_from": self.resume_from}
+        if self.pretrained_model is None:
+            paths["tokenizer_file"] = self.tokenizer_file
+        for name, path in paths.items():
+            if path is not None and not os.path.exists(path):
+                raise FileNotFoundError(f"`{name}` `{path}` does not exist.")
+        with open(self.train_file, encoding="utf-8") as file:
+            num_lines = sum(1 for line in file if line.strip())
+        if num_lines < self.batch_size * self.gradient_accumulation_steps:
+            raise ValueError(
+                f"`train_file` `{self.train_file}` has {num_lines} non-empty lines, fewer than one optimiser step "
+                f"takes (`batch_size` {self.batch_size} × `gradient_accumulation_steps` "
+                f"{self.gradient_accumulation_steps})."
+            )
+
+
+JSON_KINDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "an object"}
+
+
+def check_type(name: str, value, annotation):
+    """Raises a `ValueError` unless `value` is JSON of the field's type (an integer passes as a number)."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    expected = []
+    for option in options:
+        if option is type(None):
+            if value is None:
+                return
+            expected.append("null")
+        elif typing.get_origin(option) is list:
+            if isinstance(value, list) and all(type(entry) is int for entry in value):
+                return
+            expected.append("a list of integers")
+        else:
+            accepted = (int, float) if option is float else option
+            if isinstance(value, accepted) and (option is bool or not isinstance(value, bool)):
+                return
+            expected.append(JSON_KINDS[option])
+    raise ValueError(f"`{name}` must be {' or '.join(expected)}, got {json.dumps(value, default=repr)}.")
