@@ -1,6 +1,6 @@
 """Cola-DLM, the continuous latent diffusion language model, as a diffusers plugin."""
 
-import importlib
+from .lazy import lazy_exports
 
 
 __version__ = "0.1.0"
@@ -23,13 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
