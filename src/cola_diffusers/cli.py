@@ -67,8 +67,8 @@ def generate(args):
     prompts = read_prompts(args)
     pipe = load_pipeline(args)
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
-    # A bar for long runs; none inside streamed text.
-    pipe.set_progress_bar_config(disable=args.stream or args.output == "json", leave=False, desc="blocks")
+    # A bar for runs longer than a second; none inside streamed text.
+    pipe.set_progress_bar_config(disable=args.stream or args.output == "json", leave=False, desc="blocks", delay=1)
     kwargs = {
         "gen_length": args.gen_length,
         "num_inference_steps": args.steps,
