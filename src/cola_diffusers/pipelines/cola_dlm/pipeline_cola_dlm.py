@@ -666,9 +666,9 @@ class ColaDLMPipeline(DiffusionPipeline):
                 if all(finished) or self.interrupt:
                     if progress_bar is not None and block_index + 1 < num_blocks:
                         # The budget was not needed: the bar ends full, saying why.
-                        progress_bar.set_postfix_str("every prompt stopped" if all(finished) else "interrupted")
+                        reason = "every prompt stopped" if all(finished) else "interrupted"
+                        progress_bar.set_postfix_str(reason, refresh=False)
                         progress_bar.total = block_index + 1
-                        progress_bar.refresh()
                     break
                 if block_index + 1 < num_blocks:
                     generation.commit_block(self.transformer, block, block_latents, transformer_cache)
