@@ -20,13 +20,13 @@ from diffusers import (
 )
 
 from cola_diffusers import ColaDLMPipeline, FlowMatchBlockCausalScheduler
+from cola_diffusers.schedulers import FLOW_SOLVER
 
 
 FIXTURE_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures", "cola_reference"
 )
 PROMPTS = ["Question: What is the capital of France? Answer:", "a long day of work and play at home", "river mountain"]
-FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 SCHEDULERS = {
     "FlowMatchBlockCausal (Euler, default)": (FlowMatchBlockCausalScheduler, {}),
     "FlowMatchBlockCausal shift=3": (FlowMatchBlockCausalScheduler, {"shift": 3.0}),

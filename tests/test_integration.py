@@ -11,13 +11,13 @@ from diffusers import (
 from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance, ClassifierFreeZeroStarGuidance
 
 from cola_diffusers import FlowMatchBlockCausalScheduler
+from cola_diffusers.schedulers import FLOW_SOLVER
 
 from .conftest import make_tiny_pipeline, relative_error
 from .reference_sampler import reference_generate
 
 
 PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
-FLOW_SOLVER = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 
 
 @pytest.fixture
