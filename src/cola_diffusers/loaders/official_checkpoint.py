@@ -13,7 +13,6 @@ from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 
 
-
 # (official key pattern, our key template); patterns are matched in full.
 _DIT_KEY_MAP = [
     (r"emb_in\.proj_in\.(weight|bias)", r"timestep_embedder.linear_1.\1"),
