@@ -8,12 +8,11 @@ errors answer at once; each command imports what it needs.
 import argparse
 import json
 import os
-import re
 import socket
 import sys
 
 from .demo import DEMO_MODEL_PATH
-from .loaders.layout import is_official_layout
+from .loaders.layout import REPO_ID, is_official_layout
 from .pipelines.cola_dlm.chat import CHAT_FORMATS
 from .schedulers import SCHEDULERS
 
@@ -214,7 +213,7 @@ def task_list(value: str) -> list[str]:
 
 def existing_path_or_repo(value: str) -> str:
     """A local folder, or a Hub repo id (`owner/name`); anything else is refused before loading."""
-    if os.path.isdir(value) or (re.fullmatch(r"[\w][\w.-]*/[\w][\w.-]*", value) and not os.path.exists(value)):
+    if os.path.isdir(value) or (REPO_ID.fullmatch(value) and not os.path.exists(value)):
         return value
     raise argparse.ArgumentTypeError(f"{value!r} is neither a checkpoint folder nor a Hub repo id (owner/name)")
 

@@ -1,8 +1,11 @@
 """Where the official release layout keeps its files (no heavy imports, for the command line)."""
 
 import os
+import re
 
 
+# A Hub repo id, `owner/name`.
+REPO_ID = re.compile(r"[\w][\w.-]*/[\w][\w.-]*")
 OFFICIAL_DIT_FOLDER = os.path.join("cola_dlm", "cola_dit")
 OFFICIAL_VAE_FOLDER = os.path.join("cola_dlm", "cola_vae")
 OFFICIAL_TOKENIZER_FILE = "tokenizer.json"

@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import re
 from typing import Callable, Generator, Iterator
 
 import torch
@@ -16,7 +15,13 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from transformers import PreTrainedTokenizerFast
 
-from ...loaders.layout import OFFICIAL_DIT_FOLDER, OFFICIAL_TOKENIZER_FILE, OFFICIAL_VAE_FOLDER, is_official_layout
+from ...loaders.layout import (
+    OFFICIAL_DIT_FOLDER,
+    OFFICIAL_TOKENIZER_FILE,
+    OFFICIAL_VAE_FOLDER,
+    REPO_ID,
+    is_official_layout,
+)
 from ...loaders.official_checkpoint import load_official_transformer, load_official_vae, official_chat_settings
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
@@ -59,8 +64,6 @@ def load_tokenizer(tokenizer_file: str, model_max_length: int | None = None) -> 
     return tokenizer
 
 
-# A Hub repo id, `owner/name`.
-REPO_ID = r"[\w][\w.-]*/[\w][\w.-]*"
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -232,7 +235,7 @@ class ColaDLMPipeline(DiffusionPipeline):
         dtype = resolve_dtype(kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None))
         folder = str(pretrained_model_name_or_path)
         if not os.path.isdir(folder):
-            if not re.fullmatch(REPO_ID, folder):
+            if not REPO_ID.fullmatch(folder):
                 raise FileNotFoundError(f"The folder {folder} does not exist (and it is not a Hub repo id).")
             try:
                 folder = snapshot_download(
