@@ -12,7 +12,7 @@ from cola_diffusers import (
     ColaTransformer1DModel,
     FlowMatchBlockCausalScheduler,
 )
-from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
+from cola_diffusers.loaders.tokenizer import load_tokenizer
 
 
 FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "cola_reference")

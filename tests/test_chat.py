@@ -99,7 +99,8 @@ def test_text_answers_end_at_the_stop_string(chat_pipe):
     # "■" is three tokens here: the stop string, not a stop token, ends the answer.
     stop_token_ids, stop = chat_pipe.stop_criteria(chat_format="text")
     ids = chat_pipe.tokenizer("42■\nUser: more", add_special_tokens=False)["input_ids"]
-    assert chat_pipe.truncate(ids, stop_token_ids, stop)[1:] == ("42", True)
+    completion = chat_pipe.truncate(ids, stop_token_ids, stop)
+    assert (completion.text, completion.stopped) == ("42", True)
 
 
 def sft_checkpoint(folder, **settings):

@@ -76,10 +76,12 @@ def test_transformer_rejects_wrong_shapes(pipe):
         transformer(torch.randn(1, 4, 5), torch.zeros(1))
     with pytest.raises(ValueError, match=r"`timestep` must have shape \(1,\), \(2,\) or \(2, 4\), got \(3, 4\)"):
         transformer(torch.randn(2, 4, 8), torch.zeros(3, 4))
-    with pytest.raises(ValueError, match=r"`modulation` must be for timesteps of shape .* got \(3, 1\)"):
-        transformer(torch.randn(2, 4, 8), modulation=transformer.timestep_modulation(torch.zeros(3, 1)))
-    with pytest.raises(ValueError, match="Pass exactly one of `timestep` and `modulation`"):
-        transformer(torch.randn(2, 4, 8))
+    with transformer.cache_modulation(torch.tensor([1000.0, 500.0])):
+        with pytest.raises(ValueError, match="`timestep` holds a value that is not among the timesteps"):
+            transformer(torch.randn(2, 4, 8), torch.full((1,), 750.0))
+    with pytest.raises(ValueError, match=r"leaves 2 rows for a cache of 1"):
+        mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+        transformer(torch.randn(2, 4, 8), torch.zeros(1), None, mask, transformer.make_kv_cache(1, 4), torch.arange(4))
 
 
 def test_vae_rejects_wrong_shapes(pipe):

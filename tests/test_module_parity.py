@@ -99,7 +99,7 @@ def test_transformer_cached_passes_match_reference(transformer, reference):
     assert relative_error(cond.flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
     assert relative_error(uncond.flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
 
-    # Both branches in one batched pass: rows beyond the cache's batch attend to their own block only.
+    # Both branches in one batched pass: the uncached rows attend to their own block only.
     own_positions = torch.arange(block).expand(batch, -1)
     both = transformer(
         torch.cat([query, query]),
@@ -108,6 +108,7 @@ def test_transformer_cached_passes_match_reference(transformer, reference):
         cond_mask,
         cache,
         block_slots,
+        num_uncached_rows=batch,
     ).sample
     assert relative_error(both[:batch].flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
     assert relative_error(both[batch:].flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
@@ -128,11 +129,11 @@ def test_precomputed_modulation_equals_the_timestep_path(transformer):
     hidden_states = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     timesteps = torch.tensor([1000.0, 437.5, 0.0])
     with torch.no_grad():
-        modulation = transformer.timestep_modulation(timesteps.reshape(-1, 1, 1))
-        for index, timestep in enumerate(timesteps):
+        for timestep in timesteps:
             from_timestep = transformer(hidden_states, timestep.reshape(1)).sample
             per_sample = transformer(hidden_states, timestep.expand(3)).sample
-            precomputed = transformer(hidden_states, modulation=modulation[index]).sample
+            with transformer.cache_modulation(timesteps):
+                precomputed = transformer(hidden_states, timestep.reshape(1)).sample
             # Equal up to the summation order of a batched matmul.
             torch.testing.assert_close(precomputed, from_timestep, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(per_sample, from_timestep, rtol=1e-5, atol=1e-5)

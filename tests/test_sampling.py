@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cola_diffusers.pipelines.cola_dlm.sampling import sample_tokens
+from cola_diffusers.generation.logits import sample_tokens
 
 
 NUM_DRAWS = 20000

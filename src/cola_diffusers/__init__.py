@@ -15,7 +15,6 @@ _EXPORTS = {
     "ColaDLMPipelineOutput": ".pipelines.cola_dlm.pipeline_output",
     "ColaDLMStreamChunk": ".pipelines.cola_dlm.pipeline_output",
     "ColaKVCache": ".models.attention_cola",
-    "ColaTimestepModulation": ".models.transformers.transformer_cola",
     "ColaTransformer1DModel": ".models.transformers.transformer_cola",
     "FlowMatchBlockCausalScheduler": ".schedulers.scheduling_flow_match_block_causal",
     "block_causal_mask": ".models.attention_cola",

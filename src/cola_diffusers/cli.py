@@ -12,8 +12,9 @@ import socket
 import sys
 
 from .demo import DEMO_MODEL_PATH
+from .generation.chat import CHAT_FORMATS
+from .generation.inputs import DEFAULTS
 from .loaders.layout import REPO_ID, is_official_layout
-from .pipelines.cola_dlm.chat import CHAT_FORMATS
 from .schedulers import SCHEDULERS
 
 
@@ -94,9 +95,14 @@ def generate(args):
     stop_token_ids, stop = pipe.stop_criteria(chat_format=kwargs.get("chat_format") if args.chat else None)
     for prompt, text, ids in zip(prompts, output.texts, output.sequences.tolist()):
         if args.output == "json":
-            kept, _, stopped = pipe.truncate(ids, stop_token_ids, stop)
-            finish_reason = "stop" if stopped else "length"
-            result = {"prompt": prompt, "text": text, "token_ids": kept, "finish_reason": finish_reason}
+            completion = pipe.truncate(ids, stop_token_ids, stop)
+            finish_reason = "stop" if completion.stopped else "length"
+            result = {
+                "prompt": prompt,
+                "text": text,
+                "token_ids": completion.token_ids,
+                "finish_reason": finish_reason,
+            }
             print(json.dumps(result, ensure_ascii=False))
         else:
             print(text)
@@ -280,10 +286,14 @@ def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, gen_length: int):
     parser.add_argument("--gen-length", type=positive_int, default=gen_length, help="New tokens per prompt.")
-    parser.add_argument("--steps", type=positive_int, default=16, help="Denoising steps per block.")
-    parser.add_argument("--guidance", type=non_negative_float, default=7.0, help="Guidance scale.")
+    parser.add_argument(
+        "--steps", type=positive_int, default=DEFAULTS.num_inference_steps, help="Denoising steps per block."
+    )
+    parser.add_argument("--guidance", type=non_negative_float, default=DEFAULTS.guidance_scale, help="Guidance scale.")
     parser.add_argument("--scheduler", default="block-causal", choices=list(SCHEDULERS), help="The ODE solver.")
-    parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="Token sampling; 0 is greedy.")
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=DEFAULTS.temperature, help="Token sampling; 0 is greedy."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--output", required=True, help="Folder for <task>.jsonl results.")
     run_parser.add_argument("--limit", type=positive_int, help="The first N records of every task.")
     run_parser.add_argument("--batch-size", type=positive_int, default=20)
-    add_sampling_arguments(run_parser, gen_length=32)
+    add_sampling_arguments(run_parser, gen_length=DEFAULTS.gen_length)
     run_parser.add_argument("--seed", type=int, default=66, help="The first noise seed (the official benchmark's).")
     run_parser.add_argument("--seeds", type=positive_int, default=1, help="Noise seeds, from --seed on.")
     run_parser.add_argument("--resume", action="store_true", help="Continue a run in --output with its settings.")

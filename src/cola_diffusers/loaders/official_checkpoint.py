@@ -6,11 +6,17 @@ import re
 
 import torch
 from accelerate import init_empty_weights
+from diffusers.utils.import_utils import compare_versions
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
+from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .dtypes import component_dtype, resolve_dtype
+from .hub import official_snapshot
+from .layout import OFFICIAL_DIT_FOLDER, OFFICIAL_TOKENIZER_FILE, OFFICIAL_VAE_FOLDER, is_official_layout
+from .tokenizer import DEFAULT_MAX_SEQUENCE_LENGTH, load_tokenizer
 
 
 # (official key pattern, our key template); patterns are matched in full.
@@ -283,3 +289,68 @@ def _load_into(model, state_dict: dict[str, torch.Tensor], source: str, dtype: t
         state_dict = {key: t.to(dtype) if key in parameter_names else t for key, t in state_dict.items()}
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval()
+
+
+def load_official_components(folder: str, dtype: torch.dtype | dict | None = None) -> dict:
+    """
+    The `ColaDLMPipeline` arguments of a folder in the official release layout, weights in `dtype` (one dtype, or a
+    dict by component name with an optional `"default"`): the models, a [`FlowMatchBlockCausalScheduler`], the
+    tokenizer with the release's context of 4096 tokens, and the chat settings of the DiT config.
+    """
+    dit_folder = os.path.join(folder, OFFICIAL_DIT_FOLDER)
+    return {
+        "transformer": load_official_transformer(dit_folder, component_dtype(dtype, "transformer")),
+        "vae": load_official_vae(os.path.join(folder, OFFICIAL_VAE_FOLDER), component_dtype(dtype, "vae")),
+        "scheduler": FlowMatchBlockCausalScheduler(),
+        "tokenizer": load_tokenizer(os.path.join(folder, OFFICIAL_TOKENIZER_FILE), DEFAULT_MAX_SEQUENCE_LENGTH),
+        **official_chat_settings(dit_folder),
+    }
+
+
+class FromOfficialLayoutMixin:
+    """
+    `from_pretrained` of a pipeline that also reads the official release layout, local or on the Hub, besides the
+    diffusers format; mixed into [`ColaDLMPipeline`] before `DiffusionPipeline`.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """
+        Loads a pipeline from a diffusers-format folder (`model_index.json`) or from the official release layout
+        (`cola_dlm/cola_dit`, `cola_dlm/cola_vae`, `tokenizer.json`), local or a Hub repo id.
+
+        Keyword arguments are those of [`~diffusers.DiffusionPipeline.from_pretrained`]; diffusers repos download
+        through diffusers itself. `dtype` (or `torch_dtype`) applies to both layouts: a `torch.dtype`, its name
+        (`"bfloat16"`, `"bf16"`, `"float16"`, `"fp16"`, `"float32"`, `"fp32"`), or a dict of those by component name
+        with an optional `"default"`.
+        """
+        if kwargs.get("dtype") is not None and kwargs.get("torch_dtype") is not None:
+            raise ValueError("Pass either `dtype` or `torch_dtype`, not both.")
+        dtype = resolve_dtype(kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None))
+        name = str(pretrained_model_name_or_path)
+        folder = official_snapshot(name, **kwargs)
+        if folder is not None and is_official_layout(folder):
+            if kwargs.get("device_map") is not None:
+                raise ValueError(
+                    "`device_map` is not supported for the official layout; convert it once with "
+                    "scripts/convert_cola_dlm_to_diffusers.py, or load it and call `.to(device)`."
+                )
+            return cls.from_official_checkpoint(folder, dtype=dtype)
+        if folder is not None and not os.path.isfile(os.path.join(folder, "model_index.json")):
+            raise FileNotFoundError(
+                f"{folder} holds neither a diffusers pipeline (`model_index.json`) nor the official Cola-DLM layout "
+                f"(`{OFFICIAL_DIT_FOLDER}`, `{OFFICIAL_VAE_FOLDER}`, `{OFFICIAL_TOKENIZER_FILE}`)."
+            )
+        if dtype is not None:
+            # diffusers reads `dtype` from 0.40 on (and deprecates `torch_dtype`), only `torch_dtype` before.
+            kwargs["dtype" if compare_versions("diffusers", ">=", "0.40.0") else "torch_dtype"] = dtype
+        return super().from_pretrained(folder or name, **kwargs)
+
+    @classmethod
+    def from_official_checkpoint(cls, folder: str, dtype: torch.dtype | dict[str, torch.dtype] | None = None):
+        """
+        Builds the pipeline from a folder in the official release layout, with weights in `dtype`: one dtype, or a
+        dict by component name (`"transformer"`, `"vae"`) with an optional `"default"`. The tokenizer gets the
+        release's context of 4096 tokens; the chat format is the DiT config's `sft_chat_format`, if any.
+        """
+        return cls(**load_official_components(folder, resolve_dtype(dtype)))

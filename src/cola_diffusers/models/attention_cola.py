@@ -1,5 +1,7 @@
 """Block-causal attention with a preallocated key/value cache, shared by the Cola-DLM DiT and Text VAE."""
 
+from dataclasses import dataclass
+
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
@@ -44,9 +46,9 @@ class ColaKVCache:
     def max_length(self) -> int:
         return self.keys.shape[2]
 
-    def layer(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `(keys, values)` buffers of one layer, each `(batch_size, max_length, num_heads, head_dim)`."""
-        return self.keys[layer_idx], self.values[layer_idx]
+    def layer(self, layer_idx: int, cache_position: torch.LongTensor, num_uncached_rows: int = 0) -> "ColaLayerCache":
+        """The buffers of one layer for a pass that writes the slots `cache_position` (see [`ColaLayerCache`])."""
+        return ColaLayerCache(self.keys[layer_idx], self.values[layer_idx], cache_position, num_uncached_rows)
 
 
 def block_causal_mask(
@@ -82,47 +84,64 @@ def block_causal_mask(
     return (mask | own_key).unsqueeze(1)
 
 
-class ColaAttnProcessor:
+@dataclass
+class ColaLayerCache:
     """
-    Runs attention through diffusers' attention dispatcher, optionally writing to and reading a layer's cache.
+    One attention layer's view of a [`ColaKVCache`] during a forward pass.
 
-    With a cache, rows `[0, cache_batch_size)` write their keys/values at `cache_position` and attend over every
-    cache slot through `attention_mask`; further rows (the unconditional branch of classifier-free guidance) attend
-    bidirectionally to their own positions only.
+    The first rows of the pass (as many as the cache has) write their keys/values into the slots `cache_position`
+    and attend over every slot; the last `num_uncached_rows` rows (the unguided branch of classifier-free guidance)
+    neither write nor read the cache and attend bidirectionally among their own positions.
     """
 
-    _attention_backend = None
-    _parallel_config = None
+    keys: torch.Tensor
+    values: torch.Tensor
+    cache_position: torch.LongTensor
+    num_uncached_rows: int = 0
 
-    def __call__(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache_position: torch.LongTensor | None = None,
-    ) -> torch.Tensor:
-        """Attention of `(N, S, H, D)` queries; returns `(N, S, H, D)`."""
-        if layer_cache is None:
-            return self._attend(query, key, value, attention_mask)
 
-        cached_keys, cached_values = layer_cache
-        num_cached = cached_keys.shape[0]
-        cached_keys.index_copy_(1, cache_position, key[:num_cached].to(cached_keys.dtype))
-        cached_values.index_copy_(1, cache_position, value[:num_cached].to(cached_values.dtype))
-        hidden_states = self._attend(query[:num_cached], cached_keys, cached_values, attention_mask)
-        if query.shape[0] == num_cached:
-            return hidden_states
-        uncached = self._attend(query[num_cached:], key[num_cached:], value[num_cached:], None)
-        return torch.cat([hidden_states, uncached])
+def cached_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layer_cache: ColaLayerCache | None = None,
+    **dispatch_kwargs,
+) -> torch.Tensor:
+    """
+    Attention of `(N, S, H, D)` queries through diffusers' attention dispatcher (`dispatch_kwargs`: `backend`,
+    `parallel_config`), over `key`/`value` or, with `layer_cache`, over the cache; returns `(N, S, H, D)`.
+    """
+    if layer_cache is None:
+        return dispatch_attention_fn(query, key, value, attn_mask=attention_mask, **dispatch_kwargs)
+    num_cached = query.shape[0] - layer_cache.num_uncached_rows
+    layer_cache.keys.index_copy_(1, layer_cache.cache_position, key[:num_cached].to(layer_cache.keys.dtype))
+    layer_cache.values.index_copy_(1, layer_cache.cache_position, value[:num_cached].to(layer_cache.values.dtype))
+    hidden_states = dispatch_attention_fn(
+        query[:num_cached], layer_cache.keys, layer_cache.values, attn_mask=attention_mask, **dispatch_kwargs
+    )
+    if layer_cache.num_uncached_rows == 0:
+        return hidden_states
+    uncached = dispatch_attention_fn(query[num_cached:], key[num_cached:], value[num_cached:], **dispatch_kwargs)
+    return torch.cat([hidden_states, uncached])
 
-    def _attend(self, query, key, value, attention_mask):
-        return dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
+
+def check_cache_inputs(
+    batch_size: int,
+    kv_cache: ColaKVCache | None,
+    attention_mask: torch.Tensor | None,
+    cache_position: torch.LongTensor | None,
+    num_uncached_rows: int,
+):
+    """Raises a `ValueError` for cache arguments of a forward pass that do not fit together."""
+    if kv_cache is None:
+        if num_uncached_rows:
+            raise ValueError("`num_uncached_rows` applies to a pass with `kv_cache`.")
+        return
+    if attention_mask is None or cache_position is None:
+        raise ValueError("`attention_mask` and `cache_position` are required with `kv_cache`.")
+    if batch_size - num_uncached_rows != kv_cache.batch_size:
+        raise ValueError(
+            f"A batch of {batch_size} rows with `num_uncached_rows={num_uncached_rows}` leaves "
+            f"{batch_size - num_uncached_rows} rows for a cache of {kv_cache.batch_size}."
         )

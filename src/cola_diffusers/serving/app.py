@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..pipelines.cola_dlm.chat import CHAT_FORMATS
-from ..pipelines.cola_dlm.generation import PromptTooLongError
+from ..generation.chat import CHAT_FORMATS
+from ..generation.inputs import PromptTooLongError
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .engine import Completion, GenerationEngine, GenerationJob, GenerationSettings
 from .protocol import ChatCompletionRequest, CompletionRequest, GenerationRequest, OpenAIError

@@ -9,6 +9,7 @@ import torch
 
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
+from ..pipelines.cola_dlm.streaming import ColaDLMStreamer
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,8 @@ class GenerationEngine:
         completions = []
         stop_token_ids, stop = self.pipe.stop_criteria(settings.stop, chat_format=settings.chat_format)
         for sequence in output.sequences.tolist():
-            kept, text, stopped = self.pipe.truncate(sequence, stop_token_ids, stop)
-            completions.append(Completion(text, "stop" if stopped else "length", len(kept)))
+            kept = self.pipe.truncate(sequence, stop_token_ids, stop)
+            completions.append(Completion(kept.text, "stop" if kept.stopped else "length", len(kept.token_ids)))
         return completions
 
     def _generate(self, jobs: list[GenerationJob]) -> list[list[Completion]]:
@@ -175,17 +176,22 @@ class GenerationEngine:
         def emit(item: ColaDLMStreamChunk | list[Completion] | Exception):
             loop.call_soon_threadsafe(job.chunks.put_nowait, item)
 
-        stream = self.pipe.stream(**self._pipeline_kwargs([job]))
         try:
-            while not job.cancelled.is_set():
-                try:
-                    chunk = next(stream)
-                except StopIteration as finished:
-                    emit(self._completions(finished.value, job.settings))
-                    return
-                if not chunk.is_preview:
-                    emit(chunk)
+            output = self.pipe(**self._pipeline_kwargs([job]), streamer=JobStreamer(self.pipe, job, emit))
+            if not job.cancelled.is_set():
+                emit(self._completions(output, job.settings))
         except Exception as error:
             emit(error)
-        finally:
-            stream.close()
+
+
+class JobStreamer(ColaDLMStreamer):
+    """Sends the block chunks of a streamed job to its queue; a cancelled job interrupts the pipeline."""
+
+    def __init__(self, pipe: ColaDLMPipeline, job: GenerationJob, emit):
+        self.pipe, self.job, self.emit = pipe, job, emit
+
+    def put(self, chunk: ColaDLMStreamChunk):
+        if self.job.cancelled.is_set():
+            self.pipe._interrupt = True
+        elif not chunk.is_preview:
+            self.emit(chunk)

@@ -4,6 +4,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..generation.inputs import DEFAULTS
+
 
 class OpenAIError(Exception):
     """An error answered as `{"error": {"message", "type", "param", "code"}}` with `status_code`."""
@@ -28,7 +30,7 @@ class GenerationRequest(BaseModel):
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    temperature: float = Field(default=DEFAULTS.temperature, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1)
     seed: int | None = Field(default=None, ge=0, lt=2**62)
@@ -37,8 +39,8 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     stream_options: dict | None = None
     user: str | None = None
-    num_inference_steps: int = Field(default=16, ge=1, le=256)
-    guidance_scale: float = Field(default=7.0, ge=0.0, le=100.0)
+    num_inference_steps: int = Field(default=DEFAULTS.num_inference_steps, ge=1, le=256)
+    guidance_scale: float = Field(default=DEFAULTS.guidance_scale, ge=0.0, le=100.0)
     block_length: int | None = Field(default=None, ge=1, le=256)
 
     def stop_strings(self) -> tuple[str, ...] | None:

@@ -12,9 +12,10 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..loaders.tokenizer import load_tokenizer
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
-from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline, load_tokenizer
+from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .config import STAGES, TrainingConfig
 from .losses import prior_loss, vae_loss

@@ -12,7 +12,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..attention_cola import ColaAttnProcessor, ColaKVCache, block_causal_mask
+from ..attention_cola import ColaKVCache, ColaLayerCache, block_causal_mask, cached_attention, check_cache_inputs
 
 
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -88,11 +88,46 @@ class ColaTextRotaryEmbedding(nn.Module):
         return angles.cos(), angles.sin()
 
 
+class ColaTextAttnProcessor:
+    """
+    Processor of [`ColaTextAttention`]: q/k/v projection, q/k LayerNorm over the full width, half-rotation RoPE and
+    attention through diffusers' dispatcher, over the layer's key/value cache when there is one.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(
+        self,
+        attn: "ColaTextAttention",
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        layer_cache: ColaLayerCache | None = None,
+    ) -> torch.Tensor:
+        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        query = attn.norm_q(query).unflatten(-1, (attn.heads, attn.head_dim))
+        key = attn.norm_k(key).unflatten(-1, (attn.heads, attn.head_dim))
+        value = value.unflatten(-1, (attn.heads, attn.head_dim))
+        query = apply_half_rotary_emb(query, *rotary_emb)
+        key = apply_half_rotary_emb(key, *rotary_emb)
+        hidden_states = cached_attention(
+            query,
+            key,
+            value,
+            attention_mask,
+            layer_cache,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        return attn.to_out(hidden_states.flatten(2, 3))
+
+
 class ColaTextAttention(nn.Module, AttentionModuleMixin):
     """Multi-head self-attention with LayerNorm over the full query/key width and half-rotation RoPE."""
 
-    _default_processor_cls = ColaAttnProcessor
-    _available_processors = [ColaAttnProcessor]
+    _default_processor_cls = ColaTextAttnProcessor
+    _available_processors = [ColaTextAttnProcessor]
 
     def __init__(
         self,
@@ -111,24 +146,16 @@ class ColaTextAttention(nn.Module, AttentionModuleMixin):
         self.norm_q = nn.LayerNorm(dim, eps=eps, elementwise_affine=qk_norm_affine) if qk_norm else nn.Identity()
         self.norm_k = nn.LayerNorm(dim, eps=eps, elementwise_affine=qk_norm_affine) if qk_norm else nn.Identity()
         self.to_out = nn.Linear(dim, dim, bias=out_bias)
-        self.set_processor(ColaAttnProcessor())
+        self.set_processor(ColaTextAttnProcessor())
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache_position: torch.LongTensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        layer_cache: ColaLayerCache | None = None,
     ) -> torch.Tensor:
-        query, key, value = self.to_qkv(hidden_states).chunk(3, dim=-1)
-        query = self.norm_q(query).unflatten(-1, (self.heads, self.head_dim))
-        key = self.norm_k(key).unflatten(-1, (self.heads, self.head_dim))
-        value = value.unflatten(-1, (self.heads, self.head_dim))
-        query = apply_half_rotary_emb(query, *rotary_emb)
-        key = apply_half_rotary_emb(key, *rotary_emb)
-        hidden_states = self.processor(query, key, value, attention_mask, layer_cache, cache_position)
-        return self.to_out(hidden_states.flatten(2, 3))
+        return self.processor(self, hidden_states, attention_mask, rotary_emb, layer_cache)
 
 
 class ColaSwiGLU(nn.Module):
@@ -177,10 +204,9 @@ class ColaTextBlock(nn.Module):
         hidden_states: torch.Tensor,
         rotary_emb: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None = None,
-        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache_position: torch.LongTensor | None = None,
+        layer_cache: ColaLayerCache | None = None,
     ) -> torch.Tensor:
-        attention_args = (rotary_emb, attention_mask, layer_cache, cache_position)
+        attention_args = (attention_mask, rotary_emb, layer_cache)
         if self.post_norm:
             hidden_states = self.norm_attn(hidden_states) + self.attn(hidden_states, *attention_args)
             return hidden_states + self.norm_ff(self.ff(hidden_states))
@@ -191,9 +217,8 @@ class ColaTextBlock(nn.Module):
 class ColaTextTransformer(nn.Module):
     """The stack of [`ColaTextBlock`]s shared by encoder and decoder, with its RoPE table."""
 
-    def __init__(self, num_blocks: int, block_size: int, rope_theta: float, **block_kwargs):
+    def __init__(self, num_blocks: int, rope_theta: float, **block_kwargs):
         super().__init__()
-        self.block_size = block_size
         self.rotary_embedder = ColaTextRotaryEmbedding(block_kwargs["dim"] // block_kwargs["num_heads"], rope_theta)
         self.blocks = nn.ModuleList([ColaTextBlock(**block_kwargs) for _ in range(num_blocks)])
         self.gradient_checkpointing = False
@@ -205,13 +230,15 @@ class ColaTextTransformer(nn.Module):
         attention_mask: torch.Tensor,
         kv_cache: ColaKVCache | None = None,
         cache_position: torch.LongTensor | None = None,
-        checkpoint_func=None,
     ) -> torch.Tensor:
         rotary_emb = self.rotary_embedder(position_ids)
         for layer_idx, block in enumerate(self.blocks):
-            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
-            args = (hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
-            hidden_states = checkpoint_func(block, *args) if checkpoint_func is not None else block(*args)
+            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx, cache_position)
+            args = (hidden_states, rotary_emb, attention_mask, layer_cache)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                hidden_states = self._gradient_checkpointing_func(block, *args)
+            else:
+                hidden_states = block(*args)
         return hidden_states
 
 
@@ -279,7 +306,6 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         if block_size < 1 or patch_size < 1:
             raise ValueError(f"`block_size` and `patch_size` must be >= 1, got {block_size} and {patch_size}.")
         transformer_kwargs = {
-            "block_size": block_size,
             "rope_theta": rope_theta,
             "dim": hidden_size,
             "num_heads": num_attention_heads,
@@ -304,7 +330,6 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         self.decoder.unpatchify = nn.Linear(hidden_size, patch_size * hidden_size)
         self.decoder.norm_out = nn.LayerNorm(hidden_size, eps=norm_eps)
         self.decoder.lm_head = nn.Linear(hidden_size, vocab_size, bias=bias)
-        self.gradient_checkpointing = False
 
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Maps posterior latents to the DiT's space: `(z - shifting_factor) * scaling_factor`."""
@@ -321,9 +346,6 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
             dtype=self.dtype,
             device=self.device,
         )
-
-    def _checkpoint_func(self):
-        return self._gradient_checkpointing_func if torch.is_grad_enabled() and self.gradient_checkpointing else None
 
     @apply_forward_hook
     def encode(
@@ -358,9 +380,7 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
 
         hidden_states = self.encoder.embed_tokens(input_ids)
         hidden_states = self.encoder.patch_embed(hidden_states.transpose(1, 2)).transpose(1, 2)
-        hidden_states = self.encoder.transformer(
-            hidden_states, position_ids, mask, checkpoint_func=self._checkpoint_func()
-        )
+        hidden_states = self.encoder.transformer(hidden_states, position_ids, mask)
         mean, logvar = self.encoder.proj_out(hidden_states).chunk(2, dim=-1)
         if self.config.normalize_mean:
             mean = F.layer_norm(mean, mean.shape[-1:], eps=self.config.norm_eps)
@@ -407,16 +427,13 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         batch_size, num_latents, _ = latents.shape
         if position_ids is None:
             position_ids = torch.arange(num_latents, device=latents.device).expand(batch_size, -1)
-        if kv_cache is not None and (attention_mask is None or cache_position is None):
-            raise ValueError("`attention_mask` and `cache_position` are required with `kv_cache`.")
+        check_cache_inputs(batch_size, kv_cache, attention_mask, cache_position, num_uncached_rows=0)
         if attention_mask is None:
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
         hidden_states = self.decoder.proj_in(latents.to(self.dtype))
-        hidden_states = self.decoder.transformer(
-            hidden_states, position_ids, attention_mask, kv_cache, cache_position, self._checkpoint_func()
-        )
+        hidden_states = self.decoder.transformer(hidden_states, position_ids, attention_mask, kv_cache, cache_position)
         # The unpatchify projection is laid out channel-major: token j of a patch reads channels c * patch_size + j.
         hidden_states = self.decoder.unpatchify(hidden_states).unflatten(-1, (-1, self.config.patch_size))
         hidden_states = hidden_states.transpose(-1, -2).flatten(1, 2)

@@ -1,6 +1,7 @@
 """The block-causal 1-D Diffusion Transformer prior of Cola-DLM."""
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +12,7 @@ from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
-from ..attention_cola import ColaAttnProcessor, ColaKVCache, block_causal_mask
+from ..attention_cola import ColaKVCache, ColaLayerCache, block_causal_mask, cached_attention, check_cache_inputs
 
 
 @dataclass
@@ -26,52 +27,21 @@ class ColaTransformer1DModelOutput(BaseOutput):
 
 
 @dataclass
-class ColaTimestepModulation:
+class ColaAdaLNTerms:
     """
-    The AdaLN terms of a [`ColaTransformer1DModel`] for some timesteps, from
-    [`ColaTransformer1DModel.timestep_modulation`]. Every term has the timesteps' shape plus `hidden_size`.
-
-    Args:
-        blocks (`list[tuple[torch.Tensor, ...]]`): For every block, `(shift_msa, scale_msa, gate_msa, shift_mlp,
-            scale_mlp, gate_mlp)`.
-        output (`tuple[torch.Tensor, torch.Tensor]`): `(shift, scale)` of the output norm.
+    The AdaLN terms of some timesteps: per layer `(shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)`,
+    and `(shift, scale)` of the output norm. Every term has the timesteps' shape plus `hidden_size`.
     """
 
-    blocks: list[tuple[torch.Tensor, ...]]
+    layers: list[tuple[torch.Tensor, ...]]
     output: tuple[torch.Tensor, torch.Tensor]
 
-    def __getitem__(self, index) -> "ColaTimestepModulation":
-        """
-        The terms of the timesteps that `index` selects along the first dimension, copied: views at varying storage
-        offsets would make a compiled DiT recompile for every step.
-        """
-        return ColaTimestepModulation(
-            blocks=[tuple(term[index].clone() for term in terms) for terms in self.blocks],
-            output=tuple(term[index].clone() for term in self.output),
+    def take(self, index: torch.LongTensor) -> "ColaAdaLNTerms":
+        """The terms of the timesteps `index` (of any shape) along the first dimension, as new tensors."""
+        return ColaAdaLNTerms(
+            layers=[tuple(term[index] for term in terms) for terms in self.layers],
+            output=tuple(term[index] for term in self.output),
         )
-
-    def where(self, condition: torch.Tensor, other: "ColaTimestepModulation") -> "ColaTimestepModulation":
-        """The terms of `other` where `condition` (of the timesteps' shape, broadcast) holds, else these."""
-
-        def pick(term, other_term):
-            return torch.where(condition[..., None], other_term, term)
-
-        return ColaTimestepModulation(
-            blocks=[tuple(map(pick, terms, other_terms)) for terms, other_terms in zip(self.blocks, other.blocks)],
-            output=tuple(map(pick, self.output, other.output)),
-        )
-
-    def repeat(self, repeats: int) -> "ColaTimestepModulation":
-        """The terms repeated `repeats` times along the first dimension, for a batch stacked `repeats` times."""
-        return ColaTimestepModulation(
-            blocks=[tuple(torch.cat([term] * repeats) for term in terms) for terms in self.blocks],
-            output=tuple(torch.cat([term] * repeats) for term in self.output),
-        )
-
-    @property
-    def shape(self) -> torch.Size:
-        """The shape of the timesteps."""
-        return self.output[0].shape[:-1]
 
 
 def apply_interleaved_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
@@ -133,11 +103,43 @@ class ColaTimestepEmbedding(nn.Module):
         return self.linear_3(hidden_states)
 
 
+class ColaDiTAttnProcessor:
+    """
+    Processor of [`ColaDiTAttention`]: q/k/v projection, per-head q/k LayerNorm, partial interleaved RoPE and
+    attention through diffusers' dispatcher, over the layer's key/value cache when there is one.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __call__(
+        self,
+        attn: "ColaDiTAttention",
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: torch.Tensor | None = None,
+        layer_cache: ColaLayerCache | None = None,
+    ) -> torch.Tensor:
+        query, key, value = attn.to_qkv(hidden_states).unflatten(-1, (3, attn.heads, attn.head_dim)).unbind(2)
+        query = apply_interleaved_rotary_emb(attn.norm_q(query), rotary_emb)
+        key = apply_interleaved_rotary_emb(attn.norm_k(key), rotary_emb)
+        hidden_states = cached_attention(
+            query,
+            key,
+            value,
+            attention_mask,
+            layer_cache,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+        return attn.to_out(hidden_states.flatten(2, 3))
+
+
 class ColaDiTAttention(nn.Module, AttentionModuleMixin):
     """Multi-head self-attention with per-head affine LayerNorm on queries and keys and partial interleaved RoPE."""
 
-    _default_processor_cls = ColaAttnProcessor
-    _available_processors = [ColaAttnProcessor]
+    _default_processor_cls = ColaDiTAttnProcessor
+    _available_processors = [ColaDiTAttnProcessor]
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, qkv_bias: bool = False, eps: float = 1e-5):
         super().__init__()
@@ -147,21 +149,16 @@ class ColaDiTAttention(nn.Module, AttentionModuleMixin):
         self.norm_q = nn.LayerNorm(head_dim, eps=eps)
         self.norm_k = nn.LayerNorm(head_dim, eps=eps)
         self.to_out = nn.Linear(num_heads * head_dim, dim, bias=qkv_bias)
-        self.set_processor(ColaAttnProcessor())
+        self.set_processor(ColaDiTAttnProcessor())
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary_emb: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache_position: torch.LongTensor | None = None,
+        rotary_emb: torch.Tensor | None = None,
+        layer_cache: ColaLayerCache | None = None,
     ) -> torch.Tensor:
-        query, key, value = self.to_qkv(hidden_states).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)
-        query = apply_interleaved_rotary_emb(self.norm_q(query), rotary_emb)
-        key = apply_interleaved_rotary_emb(self.norm_k(key), rotary_emb)
-        hidden_states = self.processor(query, key, value, attention_mask, layer_cache, cache_position)
-        return self.to_out(hidden_states.flatten(2, 3))
+        return self.processor(self, hidden_states, attention_mask, rotary_emb, layer_cache)
 
 
 class ColaFeedForward(nn.Module):
@@ -195,7 +192,7 @@ class ColaTransformerBlock(nn.Module):
         self.ff = ColaFeedForward(dim, int(dim * mlp_ratio))
         self.ff_gate = nn.Linear(dim, dim)
 
-    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def adaln_terms(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`(shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)` of a timestep embedding."""
         temb = F.silu(temb)
         shift_msa, scale_msa = self.norm1_modulation(temb).chunk(2, dim=-1)
@@ -205,16 +202,15 @@ class ColaTransformerBlock(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        modulation: tuple[torch.Tensor, ...],
+        adaln_terms: tuple[torch.Tensor, ...],
         rotary_emb: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        layer_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache_position: torch.LongTensor | None = None,
+        layer_cache: ColaLayerCache | None = None,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln_terms
 
         norm_hidden_states = torch.addcmul(shift_msa, self.norm1(hidden_states), 1 + scale_msa)
-        attn_output = self.attn(norm_hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
+        attn_output = self.attn(norm_hidden_states, attention_mask, rotary_emb, layer_cache)
         hidden_states = torch.addcmul(hidden_states, gate_msa, attn_output)
 
         norm_hidden_states = torch.addcmul(shift_mlp, self.norm2(hidden_states), 1 + scale_mlp)
@@ -293,6 +289,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         self.norm_out_modulation = nn.Linear(hidden_size, 2 * hidden_size)
         self.proj_out = nn.Linear(hidden_size, out_channels)
         self.gradient_checkpointing = False
+        self._modulation_cache = None
 
     def make_kv_cache(self, batch_size: int, max_length: int) -> ColaKVCache:
         """Allocates a [`ColaKVCache`] of `max_length` positions for `batch_size` rows, on the model's device."""
@@ -306,27 +303,48 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             device=self.device,
         )
 
-    def timestep_modulation(self, timestep: torch.Tensor) -> ColaTimestepModulation:
-        """
-        The AdaLN terms of every block and of the output norm for `timestep` (any shape, rounded to bfloat16 before
-        the embedding, as the model was trained). A sampler that reuses its timesteps can compute them once and pass
-        `modulation=` to [`~ColaTransformer1DModel.forward`] instead of `timestep`, which skips the modulation
-        linears: a third of the DiT's weights.
-        """
+    def _adaln_terms(self, timestep: torch.Tensor) -> ColaAdaLNTerms:
+        """The AdaLN terms of `timestep` (any shape), rounded to bfloat16 before the embedding as in training."""
         temb = self.timestep_embedder(timestep.to(torch.bfloat16))
         shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
-        blocks = [block.modulation(temb) for block in self.transformer_blocks]
-        return ColaTimestepModulation(blocks=blocks, output=(shift, scale))
+        return ColaAdaLNTerms(
+            layers=[block.adaln_terms(temb) for block in self.transformer_blocks], output=(shift, scale)
+        )
+
+    @contextmanager
+    def cache_modulation(self, timesteps: torch.Tensor):
+        """
+        Within this context, passes at any of `timesteps` (or at 0, the timestep of clean latents) take their AdaLN
+        terms from a table computed here in one batched pass, and skip the modulation linears: a third of the DiT's
+        weights. For samplers that run the same timesteps block after block; a pass at another timestep raises.
+        """
+        values = torch.cat([timesteps.flatten(), timesteps.new_zeros(1)]).to(torch.bfloat16).unique()
+        self._modulation_cache = (values, self._adaln_terms(values))
+        try:
+            yield
+        finally:
+            self._modulation_cache = None
+
+    def _timestep_terms(self, timestep: torch.Tensor) -> ColaAdaLNTerms:
+        """The AdaLN terms of `timestep`, from the table of [`cache_modulation`] inside that context."""
+        if self._modulation_cache is None:
+            return self._adaln_terms(timestep)
+        values, table = self._modulation_cache
+        matches = timestep.to(torch.bfloat16)[..., None] == values
+        # Outside torch.compile a timestep missing from the table is refused rather than given another's terms.
+        if not torch.compiler.is_compiling() and not matches.any(-1).all():
+            raise ValueError("`timestep` holds a value that is not among the timesteps of `cache_modulation`.")
+        return table.take(matches.int().argmax(-1))
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        timestep: torch.Tensor | None = None,
+        timestep: torch.Tensor,
         position_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         kv_cache: ColaKVCache | None = None,
         cache_position: torch.LongTensor | None = None,
-        modulation: ColaTimestepModulation | None = None,
+        num_uncached_rows: int = 0,
         return_dict: bool = True,
     ) -> ColaTransformer1DModelOutput | tuple:
         """
@@ -338,7 +356,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             timestep (`torch.Tensor` of shape `(1,)`, `(batch_size,)` or `(batch_size, sequence_length)`):
                 Timesteps in `[0, 1000]`: one for the whole batch, one per sample or one per position. They are
                 rounded to bfloat16 before the embedding, as the model was trained. The AdaLN modulation is
-                computed once per timestep, so the fewer the cheaper.
+                computed once per timestep, so the fewer the cheaper (see [`cache_modulation`]).
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
             attention_mask (`torch.BoolTensor`, *optional*):
@@ -347,13 +365,13 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 block-causal attention from `position_ids`. With a cache the keys are all cache slots,
                 `(kv_cache.batch_size, 1, sequence_length, kv_cache.max_length)`.
             kv_cache ([`ColaKVCache`], *optional*):
-                Cache to write this pass's keys/values into and to attend over. Rows beyond `kv_cache.batch_size`
-                attend bidirectionally to their own positions only (the unconditional branch of guidance).
+                Cache to write this pass's keys/values into and to attend over.
             cache_position (`torch.LongTensor` of shape `(sequence_length,)`, *optional*):
                 Cache slots written by this pass; required with `kv_cache`.
-            modulation ([`ColaTimestepModulation`], *optional*):
-                The [`~ColaTransformer1DModel.timestep_modulation`] of this pass's timesteps, of the shapes
-                `timestep` accepts (after a trailing 1 is added to `(1,)` and `(batch_size,)`), instead of `timestep`.
+            num_uncached_rows (`int`, defaults to 0):
+                With `kv_cache`, the last `num_uncached_rows` rows (the unguided branch of classifier-free guidance)
+                neither write nor read the cache: they attend bidirectionally among their own positions. The other
+                rows must be as many as the cache's.
             return_dict (`bool`, defaults to `True`): Return a [`ColaTransformer1DModelOutput`] instead of a tuple.
 
         Returns:
@@ -365,42 +383,33 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 f"`hidden_states` must have {self.config.in_channels} channels (last dim), got shape "
                 f"{tuple(hidden_states.shape)}."
             )
-        if (timestep is None) == (modulation is None):
-            raise ValueError("Pass exactly one of `timestep` and `modulation`.")
-        accepted_shapes = ((1, 1), (batch_size, 1), (batch_size, sequence_length))
-        if modulation is None:
-            if (timestep[:, None] if timestep.ndim == 1 else timestep).shape not in accepted_shapes:
-                raise ValueError(
-                    f"`timestep` must have shape (1,), ({batch_size},) or ({batch_size}, {sequence_length}), got "
-                    f"{tuple(timestep.shape)}."
-                )
-            # One timestep per sample or for the batch is embedded and modulated once, broadcast over positions.
-            modulation = self.timestep_modulation(timestep[:, None] if timestep.ndim == 1 else timestep)
-        elif modulation.shape not in accepted_shapes:
+        # One timestep per sample or for the batch is embedded and modulated once, broadcast over positions.
+        timestep = timestep[:, None] if timestep.ndim == 1 else timestep
+        if timestep.shape not in ((1, 1), (batch_size, 1), (batch_size, sequence_length)):
             raise ValueError(
-                f"`modulation` must be for timesteps of shape (1, 1), ({batch_size}, 1) or ({batch_size}, "
-                f"{sequence_length}), got {tuple(modulation.shape)}."
+                f"`timestep` must have shape (1,), ({batch_size},) or ({batch_size}, {sequence_length}), got "
+                f"{tuple(timestep.shape)}."
             )
+        check_cache_inputs(batch_size, kv_cache, attention_mask, cache_position, num_uncached_rows)
         if position_ids is None:
             position_ids = torch.arange(sequence_length, device=hidden_states.device).expand(batch_size, -1)
-        if kv_cache is not None and (attention_mask is None or cache_position is None):
-            raise ValueError("`attention_mask` and `cache_position` are required with `kv_cache`.")
         if attention_mask is None:
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
+        adaln_terms = self._timestep_terms(timestep)
         rotary_emb = self.rotary_embedder(position_ids)
         hidden_states = self.proj_in(hidden_states)
 
-        for layer_idx, (block, block_modulation) in enumerate(zip(self.transformer_blocks, modulation.blocks)):
-            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
-            block_args = (hidden_states, block_modulation, rotary_emb, attention_mask, layer_cache, cache_position)
+        for layer_idx, (block, block_terms) in enumerate(zip(self.transformer_blocks, adaln_terms.layers)):
+            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx, cache_position, num_uncached_rows)
+            block_args = (hidden_states, block_terms, rotary_emb, attention_mask, layer_cache)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *block_args)
             else:
                 hidden_states = block(*block_args)
 
-        shift, scale = modulation.output
+        shift, scale = adaln_terms.output
         hidden_states = torch.addcmul(shift, self.norm_out(hidden_states), 1 + scale)
         output = self.proj_out(hidden_states)
 

@@ -1,11 +1,14 @@
 import torch
+from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 
-from ...models.attention_cola import ColaKVCache
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
-from ...pipelines.cola_dlm.generation import ColaDLMLayout, prefill_caches, prepare_latents
+from ...pipelines.cola_dlm.layout import ColaDLMLayout
+from ...pipelines.cola_dlm.sampler import BlockSampler, prepare_latents
+from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .inputs import GEN_LENGTH_INPUT
 from .modular_pipeline import ColaDLMModularPipeline
 
 
@@ -25,6 +28,12 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
         return [
             ComponentSpec("transformer", ColaTransformer1DModel),
             ComponentSpec("vae", AutoencoderKLColaText),
+            ComponentSpec("scheduler", FlowMatchBlockCausalScheduler),
+            ComponentSpec(
+                "guider",
+                ClassifierFreeGuidance,
+                description="Optional; replaces the built-in guidance and `guidance_scale`.",
+            ),
         ]
 
     @property
@@ -34,7 +43,7 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
             InputParam(
                 "num_prompt_tokens", required=True, type_hint=torch.LongTensor, description="Tokens of every prompt."
             ),
-            InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+            GEN_LENGTH_INPUT,
             InputParam("block_length", required=True, type_hint=int, description="Latents per generated block."),
             InputParam("pad_token_id", required=True, type_hint=int, description="The pad token."),
             InputParam.template(
@@ -51,8 +60,11 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
     def intermediate_outputs(self) -> list[OutputParam]:
         return [
             OutputParam("layout", type_hint=ColaDLMLayout, description="Where prompts and blocks sit in the caches."),
-            OutputParam("transformer_cache", type_hint=ColaKVCache, description="The DiT's key/value cache."),
-            OutputParam("vae_cache", type_hint=ColaKVCache, description="The VAE decoder's key/value cache."),
+            OutputParam(
+                "sampler",
+                type_hint=BlockSampler,
+                description="The request's generation state: its layout and the prefilled caches of both models.",
+            ),
             OutputParam("latents", type_hint=torch.Tensor, description="The starting noise of every block, fp32."),
             OutputParam(
                 "clean_latents", type_hint=torch.Tensor, description="The clean latents of the generated blocks."
@@ -77,17 +89,13 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
             components.vae.config.patch_size,
             components.vae.config.block_size,
         )
-        block_state.transformer_cache, block_state.vae_cache = prefill_caches(
-            components.transformer, components.vae, layout, block_state.prompt_latents
-        )
         block_state.latents = prepare_latents(
-            components.transformer,
-            layout.batch_size,
-            layout.num_blocks * layout.block_length,
-            block_state.generator,
-            components._execution_device,
-            block_state.latents,
+            components.transformer, layout, block_state.generator, components._execution_device, block_state.latents
         )
+        block_state.sampler = BlockSampler(
+            components.transformer, components.vae, components.scheduler, components.guider, layout
+        )
+        block_state.sampler.prefill(block_state.prompt_latents)
         block_state.clean_latents = torch.zeros_like(block_state.latents)
         block_state.tokens = layout.empty_tokens(block_state.pad_token_id)
         block_state.layout = layout

@@ -1,5 +1,4 @@
 import torch
-from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.modular_pipelines import (
     BlockState,
     LoopSequentialPipelineBlocks,
@@ -8,170 +7,172 @@ from diffusers.modular_pipelines import (
 )
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 
-from ...models.attention_cola import ColaKVCache
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
-from ...pipelines.cola_dlm.generation import (
-    ColaDLMBlock,
-    ColaDLMLayout,
-    commit_block,
-    denoise_step,
-    retrieve_timesteps,
-    step_modulations,
-)
+from ...pipelines.cola_dlm.layout import GeneratedBlock
+from ...pipelines.cola_dlm.sampler import BlockSampler, retrieve_timesteps
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
-from .decoders import ColaDLMBlockDecodeStep
+from .decoders import ColaDLMLoopDecoder
+from .inputs import BLOCK_INPUTS, STEP_INPUTS
 from .modular_pipeline import ColaDLMModularPipeline
 
 
-class ColaDLMBlockDenoiseStep(ModularPipelineBlocks):
+SAMPLER_INPUT = InputParam(
+    "sampler", required=True, type_hint=BlockSampler, description="The request's layout and caches."
+)
+
+
+class ColaDLMLoopDenoiser(ModularPipelineBlocks):
     model_name = "cola-dlm"
 
     @property
     def description(self) -> str:
         return (
-            "Denoise step inside the block loop: integrates the current block from noise to clean latents with the "
-            "scheduler. Every step is guided by the built-in classifier-free guidance (the block with its cached "
-            "context against the block alone) or by the `guider` when the pipeline has one; the repainted prompt "
-            "latents stay pinned."
+            "Step inside the denoising loop that predicts the guided velocity of the current block: the built-in "
+            "classifier-free guidance (the block with its cached context against the block alone), or the `guider` "
+            "when the pipeline has one."
         )
 
     @property
-    def expected_components(self) -> list[ComponentSpec]:
-        return [
-            ComponentSpec("transformer", ColaTransformer1DModel),
-            ComponentSpec("scheduler", FlowMatchBlockCausalScheduler),
-            ComponentSpec(
-                "guider",
-                ClassifierFreeGuidance,
-                description="Optional; replaces the built-in guidance and `guidance_scale`.",
-            ),
-        ]
-
-    @property
     def inputs(self) -> list[InputParam]:
-        return [
-            InputParam("layout", required=True, type_hint=ColaDLMLayout, description="The cache layout."),
-            InputParam("transformer_cache", required=True, type_hint=ColaKVCache, description="The DiT's cache."),
-            InputParam("latents", required=True, type_hint=torch.Tensor, description="The noise of every block."),
-            InputParam.template("num_inference_steps", default=16, description="Scheduler steps per block."),
-            InputParam(
-                "timesteps",
-                type_hint=list[float],
-                description="Custom timesteps of every block, for schedulers whose `set_timesteps` accepts them.",
-            ),
-            InputParam.template(
-                "sigmas",
-                description="Custom sigmas of every block, for schedulers whose `set_timesteps` accepts them.",
-            ),
-            InputParam(
-                "guidance_scale",
-                type_hint=float,
-                default=7.0,
-                description="Classifier-free guidance scale; ignored when the pipeline has a `guider`.",
-            ),
-        ]
+        return [SAMPLER_INPUT, *BLOCK_INPUTS]
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
-        return [
-            OutputParam("block", type_hint=ColaDLMBlock, description="The current block."),
-            OutputParam("block_latents", type_hint=torch.Tensor, description="The current block's clean latents."),
-        ]
+        return [OutputParam("velocity", type_hint=torch.Tensor, description="The guided velocity of this step.")]
 
     @torch.no_grad()
     def __call__(
-        self, components: ColaDLMModularPipeline, block_state: BlockState, block_index: int
+        self, components: ColaDLMModularPipeline, block_state: BlockState, step_index: int, t: torch.Tensor
     ) -> tuple[ColaDLMModularPipeline, BlockState]:
-        block = block_state.layout.block(block_index, block_state.guidance_scale)
-        block_latents = block.repaint(block_state.latents[:, block.latent_slice])
-        block_timesteps = retrieve_timesteps(
-            components.scheduler,
-            block_state.num_inference_steps,
-            components._execution_device,
-            block_state.timesteps,
-            block_state.sigmas,
+        block_state.velocity = block_state.sampler.guided_velocity(
+            block_state.block, block_state.block_latents, t, step_index, block_state.num_steps
         )
-        modulations = step_modulations(components.transformer, block, block_timesteps)
-        for step_index, (t, modulation) in enumerate(zip(block_timesteps, modulations)):
-            block_latents, _ = denoise_step(
-                components.transformer,
-                components.scheduler,
-                components.guider,
-                block,
-                block_latents,
-                t,
-                step_index,
-                len(block_timesteps),
-                block_state.transformer_cache,
-                modulation,
-            )
-        block_state.block = block
-        block_state.block_latents = block_latents
         return components, block_state
 
 
-class ColaDLMBlockCommitStep(ModularPipelineBlocks):
+class ColaDLMLoopAfterDenoiser(ModularPipelineBlocks):
     model_name = "cola-dlm"
 
     @property
     def description(self) -> str:
         return (
-            "Commit step inside the block loop: writes the clean block into the DiT cache for the blocks that follow, "
-            "unless it is the last block or every prompt has stopped."
+            "Step inside the denoising loop that updates the block's latents with the scheduler, the repainted "
+            "prompt latents kept."
         )
 
     @property
-    def expected_components(self) -> list[ComponentSpec]:
-        return [ComponentSpec("transformer", ColaTransformer1DModel)]
+    def inputs(self) -> list[InputParam]:
+        return [SAMPLER_INPUT, *BLOCK_INPUTS]
+
+    @torch.no_grad()
+    def __call__(
+        self, components: ColaDLMModularPipeline, block_state: BlockState, step_index: int, t: torch.Tensor
+    ) -> tuple[ColaDLMModularPipeline, BlockState]:
+        block_state.block_latents = block_state.sampler.step(
+            block_state.block, block_state.velocity, t, block_state.block_latents
+        )
+        return components, block_state
+
+
+class ColaDLMLoopCommit(ModularPipelineBlocks):
+    model_name = "cola-dlm"
+
+    @property
+    def description(self) -> str:
+        return (
+            "Step inside the denoising loop that, after a block's last step, writes the clean block into the DiT cache "
+            "for the blocks that follow, unless it is the last block or every prompt has stopped."
+        )
 
     @property
     def inputs(self) -> list[InputParam]:
         return [
-            InputParam("block", required=True, type_hint=ColaDLMBlock, description="The current block."),
-            InputParam("block_latents", required=True, type_hint=torch.Tensor, description="Its clean latents."),
-            InputParam("layout", required=True, type_hint=ColaDLMLayout, description="The cache layout."),
-            InputParam("transformer_cache", required=True, type_hint=ColaKVCache, description="The DiT's cache."),
+            SAMPLER_INPUT,
+            *BLOCK_INPUTS,
             InputParam("finished", required=True, type_hint=bool, description="Whether every prompt has stopped."),
         ]
 
     @torch.no_grad()
     def __call__(
-        self, components: ColaDLMModularPipeline, block_state: BlockState, block_index: int
+        self, components: ColaDLMModularPipeline, block_state: BlockState, step_index: int, t: torch.Tensor
     ) -> tuple[ColaDLMModularPipeline, BlockState]:
-        if not block_state.finished and block_index + 1 < block_state.layout.num_blocks:
-            commit_block(
-                components.transformer, block_state.block, block_state.block_latents, block_state.transformer_cache
-            )
+        sampler, block = block_state.sampler, block_state.block
+        last_step = step_index + 1 == block_state.num_steps
+        if last_step and not block_state.finished and block.index + 1 < sampler.layout.num_blocks:
+            sampler.commit_block(block, block_state.block_latents)
         return components, block_state
 
 
-class ColaDLMBlockLoop(LoopSequentialPipelineBlocks):
+class ColaDLMDenoiseLoopWrapper(LoopSequentialPipelineBlocks):
     model_name = "cola-dlm"
-    block_classes = [ColaDLMBlockDenoiseStep, ColaDLMBlockDecodeStep, ColaDLMBlockCommitStep]
-    block_names = ["denoise", "decode", "commit"]
 
     @property
     def description(self) -> str:
         return (
-            "Block loop that generates the blocks one after the other, running denoise -> decode -> commit for every "
-            "block, until the last block or until every prompt has stopped."
+            "Denoising loop that generates the blocks one after the other: it integrates every block from its noise "
+            "to clean latents, running its sub-blocks at every timestep of the block's schedule, until the last "
+            "block or until every prompt has stopped."
         )
 
     @property
+    def loop_expected_components(self) -> list[ComponentSpec]:
+        return [
+            ComponentSpec("transformer", ColaTransformer1DModel),
+            ComponentSpec("scheduler", FlowMatchBlockCausalScheduler),
+        ]
+
+    @property
     def loop_inputs(self) -> list[InputParam]:
-        return [InputParam("layout", required=True, type_hint=ColaDLMLayout, description="The cache layout.")]
+        return [
+            SAMPLER_INPUT,
+            InputParam("latents", required=True, type_hint=torch.Tensor, description="The noise of every block."),
+            *STEP_INPUTS,
+        ]
+
+    @property
+    def loop_intermediate_outputs(self) -> list[OutputParam]:
+        return [
+            OutputParam("block", type_hint=GeneratedBlock, description="The current generated block."),
+            OutputParam("block_latents", type_hint=torch.Tensor, description="The current block's clean latents."),
+        ]
 
     @torch.no_grad()
     def __call__(
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
-        num_blocks = block_state.layout.num_blocks
-        with self.progress_bar(total=num_blocks) as progress_bar:
-            for block_index in range(num_blocks):
-                components, block_state = self.loop_step(components, block_state, block_index=block_index)
+        layout, device = block_state.sampler.layout, components._execution_device
+        block_state.finished = False
+        with self.progress_bar(total=layout.num_blocks) as progress_bar:
+            for block_index in range(layout.num_blocks):
+                block = block_state.block = layout.block(block_index, block_state.guidance_scale)
+                block_state.block_latents = block.repaint(block_state.latents[:, block.latent_slice])
+                # Every block runs the whole schedule: the scheduler starts afresh.
+                timesteps = retrieve_timesteps(
+                    components.scheduler,
+                    block_state.num_inference_steps,
+                    device,
+                    block_state.timesteps,
+                    block_state.sigmas,
+                )
+                block_state.num_steps = len(timesteps)
+                with components.transformer.cache_modulation(timesteps):
+                    for step_index, t in enumerate(timesteps):
+                        components, block_state = self.loop_step(components, block_state, step_index=step_index, t=t)
                 progress_bar.update()
                 if block_state.finished:
                     break
         self.set_block_state(state, block_state)
         return components, state
+
+
+class ColaDLMDenoiseStep(ColaDLMDenoiseLoopWrapper):
+    block_classes = [ColaDLMLoopDenoiser, ColaDLMLoopAfterDenoiser, ColaDLMLoopDecoder, ColaDLMLoopCommit]
+    block_names = ["denoiser", "after_denoiser", "decoder", "commit"]
+
+    @property
+    def description(self) -> str:
+        return (
+            "Denoise step that generates every block: denoiser -> after_denoiser at every step, then, after the "
+            "block's last step, decoder (tokens and stops) -> commit (the block into the DiT cache)."
+        )

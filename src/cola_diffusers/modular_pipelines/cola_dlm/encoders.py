@@ -3,9 +3,10 @@ from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 from transformers import PreTrainedTokenizerFast
 
+from ...generation.chat import CHAT_FORMATS
+from ...generation.prompts import render_chat, tokenize
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
-from ...pipelines.cola_dlm.chat import CHAT_FORMATS
-from ...pipelines.cola_dlm.generation import encode_prompt, render_chat, tokenize
+from ...pipelines.cola_dlm.sampler import encode_prompt
 from .inputs import PROMPT_INPUTS
 from .modular_pipeline import ColaDLMModularPipeline
 

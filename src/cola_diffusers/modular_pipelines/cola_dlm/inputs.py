@@ -1,20 +1,63 @@
+import inspect
+
 import torch
 from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 from transformers import PreTrainedTokenizerFast
 
+from ...generation.chat import CHAT_FORMATS
+from ...generation.inputs import DEFAULTS, check_length_inputs, check_prompt_inputs, check_sampling_inputs
+from ...generation.prompts import max_sequence_length
+from ...generation.stopping import chat_stop_token_id, resolve_stops
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
-from ...pipelines.cola_dlm.chat import CHAT_FORMATS
-from ...pipelines.cola_dlm.generation import (
-    chat_stop_token_id,
-    check_generation_inputs,
-    check_length_and_chat_inputs,
-    check_pad_token_id,
-    max_sequence_length,
-    resolve_stops,
-)
+from ...pipelines.cola_dlm.layout import GeneratedBlock
 from .modular_pipeline import ColaDLMModularPipeline
 
+
+GEN_LENGTH_INPUT = InputParam(
+    "gen_length", type_hint=int, default=DEFAULTS.gen_length, description="Number of new tokens per prompt."
+)
+
+# The scheduler steps of every block.
+STEP_INPUTS = [
+    InputParam.template(
+        "num_inference_steps", default=DEFAULTS.num_inference_steps, description="Scheduler steps per block."
+    ),
+    InputParam(
+        "timesteps",
+        type_hint=list[float],
+        description="Custom timesteps of every block, for schedulers whose `set_timesteps` accepts them.",
+    ),
+    InputParam.template(
+        "sigmas", description="Custom sigmas of every block, for schedulers whose `set_timesteps` accepts them."
+    ),
+    InputParam(
+        "guidance_scale",
+        type_hint=float,
+        default=DEFAULTS.guidance_scale,
+        description="Classifier-free guidance scale; ignored when the pipeline has a `guider`.",
+    ),
+]
+
+# The sampling of every block's tokens.
+TOKEN_SAMPLING_INPUTS = [
+    InputParam(
+        "temperature", type_hint=float, default=DEFAULTS.temperature, description="Sampling temperature; 0 is greedy."
+    ),
+    InputParam("top_k", type_hint=int, description="Top-k filter when `temperature > 0`."),
+    InputParam("top_p", type_hint=float, description="Top-p filter when `temperature > 0`."),
+    InputParam(
+        "repetition_penalty",
+        type_hint=float,
+        default=DEFAULTS.repetition_penalty,
+        description="Penalty of tokens sampled in earlier blocks.",
+    ),
+]
+# Set by the denoising loop for every block.
+BLOCK_INPUTS = [
+    InputParam("block", type_hint=GeneratedBlock, description="The current generated block."),
+    InputParam("block_latents", type_hint=torch.Tensor, description="The current block's latents."),
+]
 
 PROMPT_INPUTS = [
     InputParam("prompt", type_hint=str | list[str], description="The prompt(s) to continue."),
@@ -28,7 +71,7 @@ PROMPT_INPUTS = [
         type_hint=str,
         description="How `messages` are rendered: 'plain' (default), 'text' (the official SFT format) or 'chatml'.",
     ),
-    InputParam("gen_length", type_hint=int, default=32, description="Number of new tokens per prompt."),
+    GEN_LENGTH_INPUT,
     InputParam(
         "max_sequence_length",
         type_hint=int,
@@ -64,22 +107,8 @@ class ColaDLMInputStep(ModularPipelineBlocks):
                 type_hint=int,
                 description="Latents per generated block; defaults to the transformer's `block_size`.",
             ),
-            InputParam.template("num_inference_steps", default=16, description="Scheduler steps per block."),
-            InputParam(
-                "guidance_scale",
-                type_hint=float,
-                default=7.0,
-                description="Classifier-free guidance scale; ignored when the pipeline has a `guider`.",
-            ),
-            InputParam("temperature", type_hint=float, default=0.0, description="Sampling temperature; 0 is greedy."),
-            InputParam("top_k", type_hint=int, description="Top-k filter when `temperature > 0`."),
-            InputParam("top_p", type_hint=float, description="Top-p filter when `temperature > 0`."),
-            InputParam(
-                "repetition_penalty",
-                type_hint=float,
-                default=1.1,
-                description="Penalty of tokens sampled in earlier blocks.",
-            ),
+            *STEP_INPUTS,
+            *TOKEN_SAMPLING_INPUTS,
             InputParam(
                 "eos_early_stop",
                 type_hint=bool,
@@ -117,8 +146,10 @@ class ColaDLMInputStep(ModularPipelineBlocks):
             block_state.max_sequence_length = max_sequence_length(components.tokenizer)
         if isinstance(block_state.stop, str):
             block_state.stop = [block_state.stop]
-        check_length_and_chat_inputs(
-            block_state.messages, block_state.chat_format, block_state.gen_length, block_state.max_sequence_length
+        check_prompt_inputs(block_state.prompt, block_state.messages, block_state.chat_format)
+        check_length_inputs(block_state.gen_length, block_state.max_sequence_length)
+        check_sampling_inputs(
+            **{name: getattr(block_state, name) for name in inspect.signature(check_sampling_inputs).parameters}
         )
         chat, turn_stop_token_id = None, None
         if block_state.messages is not None:
@@ -129,20 +160,8 @@ class ColaDLMInputStep(ModularPipelineBlocks):
                 block_state.pad_token_id = turn_stop_token_id
         if block_state.pad_token_id is None:
             block_state.pad_token_id = components.pad_token_id
-        check_pad_token_id(block_state.pad_token_id)
-        check_generation_inputs(
-            block_state.prompt,
-            block_state.messages,
-            block_state.gen_length,
-            block_state.block_length,
-            block_state.num_inference_steps,
-            block_state.guidance_scale,
-            block_state.temperature,
-            block_state.top_k,
-            block_state.top_p,
-            block_state.repetition_penalty,
-            block_state.stop,
-        )
+        if block_state.pad_token_id is None:
+            raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
         block_state.stop_token_ids, block_state.stop = resolve_stops(
             components.tokenizer,
             block_state.stop,

@@ -6,7 +6,7 @@ from diffusers.modular_pipelines.modular_pipeline_utils import OutputParam
 
 from .before_denoise import ColaDLMPrepareStep
 from .decoders import ColaDLMOutputStep
-from .denoise import ColaDLMBlockLoop
+from .denoise import ColaDLMDenoiseStep
 from .encoders import ColaDLMTextEncoderStep
 from .inputs import ColaDLMInputStep
 from .modular_pipeline import ColaDLMModularPipeline
@@ -14,8 +14,9 @@ from .modular_pipeline import ColaDLMModularPipeline
 
 class ColaDLMBlocks(SequentialPipelineBlocks):
     """
-    Modular pipeline blocks for text generation with Cola-DLM: input -> text_encoder -> prepare -> block_loop
-    (denoise -> decode -> commit, per block) -> output. Gives the same results as [`ColaDLMPipeline`].
+    Modular pipeline blocks for text generation with Cola-DLM: input -> text_encoder -> prepare -> denoise (per
+    block: denoiser -> after_denoiser at every step, then decoder -> commit) -> output. Gives the same results as
+    [`ColaDLMPipeline`].
 
     Example:
         ```python
@@ -32,10 +33,10 @@ class ColaDLMBlocks(SequentialPipelineBlocks):
         ColaDLMInputStep,
         ColaDLMTextEncoderStep,
         ColaDLMPrepareStep,
-        ColaDLMBlockLoop,
+        ColaDLMDenoiseStep,
         ColaDLMOutputStep,
     ]
-    block_names = ["input", "text_encoder", "prepare", "block_loop", "output"]
+    block_names = ["input", "text_encoder", "prepare", "denoise", "output"]
 
     @property
     def description(self) -> str:

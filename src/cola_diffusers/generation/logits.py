@@ -1,0 +1,74 @@
+"""
+Token sampling from the Text VAE decoder's logits, with transformers' logits processors where their formulas are
+the official sampler's: repetition penalty, temperature and top-k. Top-p keeps the official rule (a token stays
+while the probability above it is at most `top_p`), which transformers' `TopPLogitsWarper` words differently.
+"""
+
+import torch
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+)
+
+
+def filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Sets the scores outside the smallest set of most likely tokens whose probability exceeds `top_p` to `-inf`."""
+    sorted_scores, sorted_index = torch.sort(scores, descending=True, dim=-1)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative > top_p
+    remove_sorted[..., 1:] = remove_sorted[..., :-1].clone()
+    remove_sorted[..., 0] = False
+    remove = remove_sorted.scatter(-1, sorted_index, remove_sorted)
+    return scores.masked_fill(remove, float("-inf"))
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    history: torch.LongTensor | None = None,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+) -> torch.LongTensor:
+    """
+    Samples one token per position: repetition penalty, then temperature, top-k and top-p, then a draw.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch_size, num_tokens, vocab_size)`): Decoder logits of one block.
+        history (`torch.LongTensor` of shape `(batch_size, history_length)`, *optional*): Tokens to penalise.
+        temperature (`float`, defaults to 0.0): 0 picks the most likely token.
+        top_k (`int`, *optional*), top_p (`float`, *optional*): Filters applied when `temperature > 0`.
+        repetition_penalty (`float`, defaults to 1.0): Penalty of `history` tokens: positive logits are divided by
+            it, negative ones multiplied.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One generator, or one per row.
+
+    Returns:
+        `torch.LongTensor` of shape `(batch_size, num_tokens)`.
+    """
+    batch_size, num_tokens, vocab_size = logits.shape
+    # transformers' processors take one row of scores per position, with that row's history.
+    scores = logits.float().flatten(0, 1)
+    history = history if history is not None and history.shape[1] > 0 else None
+    processors = LogitsProcessorList()
+    if history is not None and repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+    if temperature > 0:
+        processors.append(TemperatureLogitsWarper(temperature))
+        if top_k is not None and top_k < vocab_size:
+            processors.append(TopKLogitsWarper(top_k))
+    if processors:
+        history = history.repeat_interleave(num_tokens, dim=0) if history is not None else scores.new_empty(0, 0)
+        scores = processors(history.long(), scores)
+    if temperature == 0:
+        return scores.argmax(dim=-1).view(batch_size, num_tokens)
+    if top_p is not None and top_p < 1.0:
+        scores = filter_top_p(scores, top_p)
+
+    probs = scores.softmax(dim=-1).view(batch_size, num_tokens, vocab_size)
+    if isinstance(generator, list):
+        rows = [torch.multinomial(row, 1, generator=g).squeeze(-1) for row, g in zip(probs, generator)]
+        return torch.stack(rows)
+    return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(batch_size, num_tokens)

@@ -1,0 +1,35 @@
+"""Hub repos in either layout: diffusers' own download path for diffusers repos, a snapshot for the official one."""
+
+import os
+
+from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+from .layout import REPO_ID
+
+
+# The keywords of `DiffusionPipeline.from_pretrained` that say where and how to fetch files.
+HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision")
+
+
+def official_snapshot(name: str, **kwargs) -> str | None:
+    """
+    The local folder of `name` when it is a folder or a Hub repo without `model_index.json` (the official layout,
+    downloaded whole with the `HUB_KWARGS` of `kwargs`); None for a diffusers repo, which diffusers downloads itself.
+    """
+    if os.path.isdir(name):
+        return name
+    if not REPO_ID.fullmatch(name):
+        raise FileNotFoundError(f"The folder {name} does not exist (and it is not a Hub repo id).")
+    hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if kwargs.get(key) is not None}
+    try:
+        try:
+            hf_hub_download(name, "model_index.json", **hub_kwargs)
+            return None
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            return snapshot_download(name, **hub_kwargs)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        raise OSError(
+            f"Cannot reach the Hub for {name} ({type(error).__name__}): pass a local folder, or set "
+            "HF_HUB_OFFLINE=1 with a cached copy."
+        ) from error

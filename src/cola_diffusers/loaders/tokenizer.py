@@ -1,0 +1,30 @@
+"""The tokenizer of a Cola-DLM checkpoint and the special tokens of the release's vocabulary."""
+
+import os
+
+from transformers import PreTrainedTokenizerFast
+
+
+PAD_TOKEN = "<|pad|>"
+EOS_TOKEN = "<|endoftext|>"
+IM_END_TOKEN = "<|im_end|>"
+# The context of the released checkpoint's OLMo 2 tokenizer, for checkpoints that record no `model_max_length`.
+DEFAULT_MAX_SEQUENCE_LENGTH = 4096
+
+
+def load_tokenizer(tokenizer_file: str, model_max_length: int | None = None) -> PreTrainedTokenizerFast:
+    """
+    Loads a `tokenizer.json`, naming `<|pad|>` and `<|endoftext|>` as pad and eos tokens when it has them, with
+    `model_max_length` as its context (none recorded when it is None).
+    """
+    if not os.path.isfile(tokenizer_file):
+        raise FileNotFoundError(f"The checkpoint is missing `{tokenizer_file}`.")
+    kwargs = {} if model_max_length is None else {"model_max_length": model_max_length}
+    try:
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_file, **kwargs)
+    except Exception as error:
+        raise ValueError(f"`{tokenizer_file}` is not a readable tokenizer file: {error}") from error
+    vocab = tokenizer.get_vocab()
+    special_tokens = {"pad_token": PAD_TOKEN, "eos_token": EOS_TOKEN}
+    tokenizer.add_special_tokens({name: token for name, token in special_tokens.items() if token in vocab})
+    return tokenizer

@@ -1,0 +1,216 @@
+"""The model passes of block-causal generation: prompt encoding, noise, timesteps and the per-request sampler."""
+
+import inspect
+
+import torch
+from diffusers.guiders.guider_utils import BaseGuidance
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ...models.transformers.transformer_cola import ColaTransformer1DModel
+from .layout import ColaDLMLayout, GeneratedBlock
+
+
+def encode_prompt(
+    vae: AutoencoderKLColaText,
+    prompt_token_ids: list[list[int]],
+    block_length: int,
+    pad_token_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.LongTensor]:
+    """
+    Encodes tokenised prompts into normalised latents (posterior means).
+
+    Every prompt is right-padded with `pad_token_id` to a multiple of `patch_size * block_length` tokens before
+    encoding: the pad tokens share the last prompt block and shape its latents, as in training.
+
+    Returns:
+        `(prompt_latents, num_prompt_tokens)`: latents `(batch_size, max_latents, latent_dim)`, right-padded,
+        and the number of prompt tokens, `(batch_size,)`.
+    """
+    chunk = vae.config.patch_size * block_length
+    padded_lengths = [-(-len(ids) // chunk) * chunk for ids in prompt_token_ids]
+    input_ids = torch.full((len(prompt_token_ids), max(padded_lengths)), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, (ids, padded_length) in enumerate(zip(prompt_token_ids, padded_lengths)):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, :padded_length] = 1
+
+    posterior = vae.encode(input_ids.to(device), attention_mask.to(device)).latent_dist
+    prompt_latents = vae.normalize_latents(posterior.mode()).float()
+    num_prompt_tokens = torch.tensor([len(ids) for ids in prompt_token_ids], device=device)
+    return prompt_latents, num_prompt_tokens
+
+
+def prepare_latents(
+    transformer: ColaTransformer1DModel,
+    layout: ColaDLMLayout,
+    generator: torch.Generator | list[torch.Generator] | None,
+    device: torch.device,
+    latents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The starting noise of every block, `(batch_size, num_blocks * block_length, latent_dim)`, fp32."""
+    shape = (layout.batch_size, layout.num_blocks * layout.block_length, transformer.config.in_channels)
+    if latents is None:
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    if tuple(latents.shape) != shape:
+        raise ValueError(
+            f"`latents` must have shape {shape} (batch_size, num_blocks * block_length, latent_dim) for this "
+            f"request, got {tuple(latents.shape)}."
+        )
+    return latents.to(device=device, dtype=torch.float32)
+
+
+def retrieve_timesteps(
+    scheduler: SchedulerMixin,
+    num_inference_steps: int | None,
+    device: torch.device,
+    timesteps: list[float] | None = None,
+    sigmas: list[float] | None = None,
+) -> torch.Tensor:
+    """Calls `scheduler.set_timesteps` with a step count, custom `timesteps` or custom `sigmas`; returns timesteps."""
+    if timesteps is not None and sigmas is not None:
+        raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
+    for name, value in (("timesteps", timesteps), ("sigmas", sigmas)):
+        if value is not None:
+            if name not in inspect.signature(scheduler.set_timesteps).parameters:
+                raise ValueError(f"The scheduler {scheduler.__class__.__name__} does not accept custom `{name}`.")
+            scheduler.set_timesteps(**{name: value}, device=device)
+            return scheduler.timesteps
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    return scheduler.timesteps
+
+
+class BlockSampler:
+    """
+    One request's generation state: its components, its [`ColaDLMLayout`] and the key/value caches of the DiT and
+    of the VAE decoder, with the passes of block-causal sampling.
+
+    A request runs `prefill` once, then for every generated block `denoise_step` once per scheduler step,
+    `decode_block` and, unless it is the last block, `commit_block`.
+
+    Args:
+        transformer ([`ColaTransformer1DModel`]), vae ([`AutoencoderKLColaText`]), scheduler ([`SchedulerMixin`]):
+            The models and the scheduler of the pipeline.
+        guider ([`~diffusers.guiders.BaseGuidance`], *optional*): Replaces the built-in classifier-free guidance.
+        layout ([`ColaDLMLayout`]): Where the request's prompts and blocks sit in the caches.
+    """
+
+    def __init__(
+        self,
+        transformer: ColaTransformer1DModel,
+        vae: AutoencoderKLColaText,
+        scheduler: SchedulerMixin,
+        guider: BaseGuidance | None,
+        layout: ColaDLMLayout,
+    ):
+        self.transformer = transformer
+        self.vae = vae
+        self.scheduler = scheduler
+        self.guider = guider
+        self.layout = layout
+        self.transformer_cache = transformer.make_kv_cache(layout.batch_size, layout.cache_length)
+        self.vae_cache = vae.make_kv_cache(layout.batch_size, layout.cache_length)
+
+    def prefill(self, prompt_latents: torch.Tensor):
+        """Writes the clean prefixes (t = 0) into both caches."""
+        layout = self.layout
+        if layout.max_prefix == 0:
+            return
+        prefix = layout.prefix(prompt_latents)
+        position_ids = layout.position_ids[:, : layout.max_prefix]
+        self.transformer(
+            prefix.to(self.transformer.dtype),
+            torch.zeros(1, device=prefix.device),
+            position_ids=position_ids,
+            attention_mask=layout.context_mask(0, layout.max_prefix, layout.block_length),
+            kv_cache=self.transformer_cache,
+            cache_position=layout.slots[: layout.max_prefix],
+        )
+        self.vae.decode(
+            prefix,
+            position_ids=position_ids,
+            attention_mask=layout.context_mask(0, layout.max_prefix, layout.decoder_block_size),
+            kv_cache=self.vae_cache,
+            cache_position=layout.slots[: layout.max_prefix],
+        )
+
+    def velocity(self, block: GeneratedBlock, latents: torch.Tensor, t: torch.Tensor, unconditional: bool):
+        """
+        The DiT's velocity of the block's `latents` at `t`, with its cached context; with `unconditional`, also of
+        the block alone (positions from 0, no cache) in the same pass. Returns the predictions, conditional first.
+        """
+        model_input, position_ids, timestep = latents.to(self.transformer.dtype), block.position_ids, block.timestep(t)
+        if unconditional:
+            model_input = torch.cat([model_input] * 2)
+            position_ids = torch.cat([position_ids, block.unconditional_position_ids])
+            timestep = torch.cat([timestep] * 2) if timestep.ndim == 2 else timestep
+        velocity = self.transformer(
+            model_input,
+            timestep,
+            position_ids=position_ids,
+            attention_mask=block.attention_mask,
+            kv_cache=self.transformer_cache,
+            cache_position=block.cache_position,
+            num_uncached_rows=latents.shape[0] if unconditional else 0,
+        ).sample.float()
+        return velocity.chunk(2) if unconditional else (velocity,)
+
+    def guided_velocity(
+        self, block: GeneratedBlock, latents: torch.Tensor, t: torch.Tensor, step_index: int, num_steps: int
+    ) -> torch.Tensor:
+        """
+        The guided velocity of one step: the built-in classifier-free guidance between the block with its context
+        and the block alone, or the pipeline's `guider`, given its branches by name.
+        """
+        if self.guider is None:
+            if block.guidance_scale == 1.0:
+                return self.velocity(block, latents, t, unconditional=False)[0]
+            velocity_cond, velocity_uncond = self.velocity(block, latents, t, unconditional=True)
+            return velocity_uncond + block.guidance * (velocity_cond - velocity_uncond)
+
+        self.guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
+        guider_batches = self.guider.prepare_inputs({})
+        if len(guider_batches) > 2:
+            raise ValueError(
+                f"{type(self.guider).__name__} asks for more than a conditional and an unconditional pass."
+            )
+        predictions = self.velocity(block, latents, t, unconditional=len(guider_batches) == 2)
+        # The guider names its branches: the first of `_input_predictions` is the conditional one.
+        by_name = dict(zip(self.guider._input_predictions, predictions))
+        for batch in guider_batches:
+            batch.noise_pred = by_name[getattr(batch, self.guider._identifier_key)]
+        return self.guider(guider_batches).pred
+
+    def denoise_step(
+        self, block: GeneratedBlock, latents: torch.Tensor, t: torch.Tensor, step_index: int, num_steps: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One scheduler step of the block, repainted prompt latents kept; returns the new latents and the velocity."""
+        velocity = self.guided_velocity(block, latents, t, step_index, num_steps)
+        return self.step(block, velocity, t, latents), velocity
+
+    def step(self, block: GeneratedBlock, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor):
+        """The scheduler's update of the block's `latents` by `velocity` at `t`, repainted prompt latents kept."""
+        return block.repaint(self.scheduler.step(velocity, t, latents).prev_sample)
+
+    def decode_block(self, block: GeneratedBlock, latents: torch.Tensor) -> torch.Tensor:
+        """The decoder's logits of the block's `latents`; writes the block into the decoder cache."""
+        return self.vae.decode(
+            latents,
+            position_ids=block.position_ids,
+            attention_mask=block.decoder_attention_mask,
+            kv_cache=self.vae_cache,
+            cache_position=block.cache_position,
+        ).logits
+
+    def commit_block(self, block: GeneratedBlock, latents: torch.Tensor):
+        """Writes the clean block (t = 0) into the DiT cache, the context of the blocks that follow."""
+        self.transformer(
+            latents.to(self.transformer.dtype),
+            torch.zeros(1, device=latents.device),
+            position_ids=block.position_ids,
+            attention_mask=block.attention_mask,
+            kv_cache=self.transformer_cache,
+            cache_position=block.cache_position,
+        )

@@ -1,0 +1,89 @@
+"""Streaming of generated text, in the manner of transformers' streamers: `put` per decoded block, then `end`."""
+
+import queue
+
+import torch
+
+from ...generation.stopping import Completion
+from .layout import GeneratedBlock
+from .pipeline_output import ColaDLMStreamChunk
+
+
+class ColaDLMStreamer:
+    """
+    Receives the chunks of a [`ColaDLMPipeline`] call made with `streamer=`: `put` for every decoded block (and
+    every preview), `end` once generation is over. Subclass it to print, send or collect chunks.
+    """
+
+    def put(self, chunk: ColaDLMStreamChunk):
+        raise NotImplementedError
+
+    def end(self):
+        pass
+
+
+class ColaDLMIteratorStreamer(ColaDLMStreamer):
+    """
+    A streamer that is an iterator of chunks, for a generation running in another thread (like transformers'
+    `TextIteratorStreamer`); iteration ends at `end`.
+
+    Args:
+        timeout (`float`, *optional*): Seconds to wait for a chunk before `queue.Empty` is raised.
+    """
+
+    _end = object()
+
+    def __init__(self, timeout: float | None = None):
+        self.chunks = queue.Queue()
+        self.timeout = timeout
+
+    def put(self, chunk: ColaDLMStreamChunk):
+        self.chunks.put(chunk)
+
+    def end(self):
+        self.chunks.put(self._end)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> ColaDLMStreamChunk:
+        chunk = self.chunks.get(timeout=self.timeout)
+        if chunk is self._end:
+            raise StopIteration
+        return chunk
+
+
+class TextDeltas:
+    """The new text of every prompt since its previous block chunk, from the completions so far."""
+
+    def __init__(self, batch_size: int):
+        self.texts = [""] * batch_size
+
+    def __call__(self, completions: list[Completion], last: bool) -> list[str]:
+        deltas = []
+        for row, completion in enumerate(completions):
+            # A trailing partial character waits for the tokens that complete it, unless nothing more comes.
+            visible = completion.text if completion.stopped or last else completion.text.rstrip("\ufffd")
+            deltas.append(visible[len(self.texts[row]) :])
+            self.texts[row] = visible
+        return deltas
+
+
+def check_preview_every(preview_every):
+    """Raises a `ValueError` unless `preview_every` is None or an integer >= 1."""
+    if preview_every is not None and (not isinstance(preview_every, int) or preview_every < 1):
+        raise ValueError(f"`preview_every` must be an integer >= 1 or None, got {preview_every!r}.")
+
+
+def block_chunk(
+    block: GeneratedBlock, tokens: torch.LongTensor, completions: list[Completion], texts: list[str]
+) -> ColaDLMStreamChunk:
+    """The stream chunk of a decoded block: its tokens, the new text of every prompt and which have stopped."""
+    return ColaDLMStreamChunk(
+        block_index=block.index,
+        step_index=None,
+        token_ids=tokens[:, block.token_slice].tolist(),
+        texts=texts,
+        finished=[completion.stopped for completion in completions],
+        is_preview=False,
+    )
