@@ -44,7 +44,7 @@ class GenerationSettings:
 
 
 @dataclass
-class Completion:
+class Choice:
     """The outcome of one prompt: its text, why it ended and how many tokens it produced."""
 
     text: str
@@ -56,8 +56,8 @@ class Completion:
 class GenerationJob:
     """
     One request: prompt strings (or conversations, when `chat`), one seed each. A streamed job receives
-    [`ColaDLMStreamChunk`]s, then its list of [`Completion`]s (or an exception) on `chunks`; any other job gets its
-    completions through `result`.
+    [`ColaDLMStreamChunk`]s, then its list of [`Choice`]s (or an exception) on `chunks`; any other job gets its
+    choices through `result`.
     """
 
     inputs: list
@@ -125,9 +125,9 @@ class GenerationEngine:
                         if not job.result.done():
                             job.result.set_exception(error)
                     continue
-                for job, completions in zip(batch, results):
+                for job, choices in zip(batch, results):
                     if not job.result.done():
-                        job.result.set_result(completions)
+                        job.result.set_result(choices)
             finally:
                 self.num_jobs -= len(batch)
 
@@ -150,36 +150,36 @@ class GenerationEngine:
         kwargs = {"messages": inputs} if jobs[0].chat else {"prompt": inputs}
         return {**kwargs, **jobs[0].settings.pipeline_kwargs(), "generator": generators}
 
-    def _completions(self, output: ColaDLMPipelineOutput, settings: GenerationSettings) -> list[Completion]:
-        completions = []
+    def _choices(self, output: ColaDLMPipelineOutput, settings: GenerationSettings) -> list[Choice]:
+        choices = []
         stop_token_ids, stop = self.pipe.stop_criteria(settings.stop, chat_format=settings.chat_format)
         for sequence in output.sequences.tolist():
             kept = self.pipe.truncate(sequence, stop_token_ids, stop)
-            completions.append(Completion(kept.text, "stop" if kept.stopped else "length", len(kept.token_ids)))
-        return completions
+            choices.append(Choice(kept.text, "stop" if kept.stopped else "length", len(kept.token_ids)))
+        return choices
 
-    def _generate(self, jobs: list[GenerationJob]) -> list[list[Completion]]:
+    def _generate(self, jobs: list[GenerationJob]) -> list[list[Choice]]:
         def stop_when_abandoned(pipe, step, timestep, callback_kwargs):
             if all(job.cancelled.is_set() for job in jobs):
                 pipe._interrupt = True
             return callback_kwargs
 
         output = self.pipe(**self._pipeline_kwargs(jobs), callback_on_step_end=stop_when_abandoned)
-        completions = self._completions(output, jobs[0].settings)
+        choices = self._choices(output, jobs[0].settings)
         results = []
         for job in jobs:
-            results.append(completions[: len(job.inputs)])
-            completions = completions[len(job.inputs) :]
+            results.append(choices[: len(job.inputs)])
+            choices = choices[len(job.inputs) :]
         return results
 
     def _stream(self, job: GenerationJob, loop: asyncio.AbstractEventLoop):
-        def emit(item: ColaDLMStreamChunk | list[Completion] | Exception):
+        def emit(item: ColaDLMStreamChunk | list[Choice] | Exception):
             loop.call_soon_threadsafe(job.chunks.put_nowait, item)
 
         try:
             output = self.pipe(**self._pipeline_kwargs([job]), streamer=JobStreamer(self.pipe, job, emit))
             if not job.cancelled.is_set():
-                emit(self._completions(output, job.settings))
+                emit(self._choices(output, job.settings))
         except Exception as error:
             emit(error)
 

@@ -53,9 +53,17 @@ class GenerationRequest(BaseModel):
             raise OpenAIError(400, message, param="stop")
         return tuple(stop)
 
+    def requested_max_tokens(self) -> int | None:
+        """The `max_tokens` the request asks for; None for the server's default."""
+        return self.max_tokens
+
 
 class CompletionRequest(GenerationRequest):
     prompt: str | list[str] = Field(min_length=1)
+
+    def pipeline_inputs(self) -> list[str]:
+        """The prompts, one pipeline input each."""
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
 
 
 class TextPart(BaseModel):
@@ -81,3 +89,11 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    def pipeline_inputs(self) -> list[list[dict]]:
+        """The conversation as the pipeline's only input."""
+        return [[message.to_pipeline() for message in self.messages]]
+
+    def requested_max_tokens(self) -> int | None:
+        """`max_completion_tokens`, else `max_tokens`."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
