@@ -30,7 +30,7 @@ from cola_diffusers import (
     ColaTransformer1DModel,
     FlowMatchBlockCausalScheduler,
 )
-from cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm import load_tokenizer
+from cola_diffusers.loaders.tokenizer import load_tokenizer
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
