@@ -28,6 +28,7 @@ Usage:
 
 import torch
 import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
 
 from cola_diffusers.models.autoencoders.autoencoder_kl_cola_text import apply_half_rotary_emb
 
@@ -240,7 +241,9 @@ def official_generate(
     repaint_mask, repaint_latents = repaint_mask.flatten(), repaint_latents.flatten(0, 1)
     tokens_per_block = block_length * patch_size
     num_blocks = -(-(max(trim_counts) + gen_length) // tokens_per_block)
-    latents = pipe.prepare_latents(batch_size, num_blocks * block_length, generator, device, latents)
+    if latents is None:
+        shape = (batch_size, num_blocks * block_length, transformer.config.in_channels)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
     first_block_guidance = torch.tensor(
         [guidance_scale if p > 0 else 1.0 for p in prefix_lens], device=device
     ).repeat_interleave(block_length)[:, None]

@@ -46,19 +46,8 @@ def check_prompt_inputs(prompt, messages, chat_format=None):
         raise ValueError(f"`chat_format` must be one of {list(CHAT_FORMATS)}, got {chat_format!r}.")
 
 
-def check_sampling_inputs(
-    *,
-    gen_length,
-    block_length,
-    num_inference_steps,
-    guidance_scale,
-    temperature,
-    top_k,
-    top_p,
-    repetition_penalty,
-    stop,
-):
-    """Raises a `ValueError` for an invalid length, step count, guidance, sampling or stop argument."""
+def check_sampling_inputs(*, gen_length, block_length, num_inference_steps, guidance_scale, stop):
+    """Raises a `ValueError` for an invalid length, step count, guidance or stop argument."""
     for name, value in (
         ("gen_length", gen_length),
         ("block_length", block_length),
@@ -68,6 +57,12 @@ def check_sampling_inputs(
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     if guidance_scale < 0:
         raise ValueError(f"`guidance_scale` must be >= 0, got {guidance_scale}.")
+    if stop is not None and not all(isinstance(text, str) and text for text in stop):
+        raise ValueError(f"`stop` must be a non-empty string or a list of non-empty strings, got {stop!r}.")
+
+
+def check_token_sampling_inputs(temperature, top_k, top_p, repetition_penalty):
+    """Raises a `ValueError` for an invalid token sampling argument."""
     if temperature < 0:
         raise ValueError(f"`temperature` must be >= 0, got {temperature}.")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -76,8 +71,6 @@ def check_sampling_inputs(
         raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p}.")
     if repetition_penalty <= 0:
         raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}.")
-    if stop is not None and not all(isinstance(text, str) and text for text in stop):
-        raise ValueError(f"`stop` must be a non-empty string or a list of non-empty strings, got {stop!r}.")
 
 
 def check_length_inputs(gen_length, max_sequence_length):

@@ -4,6 +4,8 @@ the official sampler's: repetition penalty, temperature and top-k. Top-p keeps t
 while the probability above it is at most `top_p`), which transformers' `TopPLogitsWarper` words differently.
 """
 
+from dataclasses import dataclass
+
 import torch
 from transformers import (
     LogitsProcessorList,
@@ -11,6 +13,8 @@ from transformers import (
     TemperatureLogitsWarper,
     TopKLogitsWarper,
 )
+
+from .inputs import DEFAULTS, check_token_sampling_inputs
 
 
 def filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -27,6 +31,7 @@ def filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
 def sample_tokens(
     logits: torch.Tensor,
     history: torch.LongTensor | None = None,
+    *,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -72,3 +77,33 @@ def sample_tokens(
         rows = [torch.multinomial(row, 1, generator=g).squeeze(-1) for row, g in zip(probs, generator)]
         return torch.stack(rows)
     return torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(batch_size, num_tokens)
+
+
+@dataclass(frozen=True)
+class TokenSampling:
+    """How the tokens of every block are drawn from the decoder's logits (see [`sample_tokens`]); checked on creation."""
+
+    temperature: float = DEFAULTS.temperature
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = DEFAULTS.repetition_penalty
+
+    def __post_init__(self):
+        check_token_sampling_inputs(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
+
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        history: torch.LongTensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ) -> torch.LongTensor:
+        """The tokens of one block's `logits`, earlier tokens `history` penalised."""
+        return sample_tokens(
+            logits,
+            history,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            generator=generator,
+        )

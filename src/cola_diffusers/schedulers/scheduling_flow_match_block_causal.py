@@ -1,34 +1,30 @@
-"""Flow-matching Euler scheduler that integrates one block of latents at a time."""
-
-from dataclasses import dataclass
+"""The flow-matching Euler scheduler of Cola-DLM's block-causal prior."""
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput
+from diffusers.configuration_utils import register_to_config
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+    FlowMatchEulerDiscreteScheduler,
+    FlowMatchEulerDiscreteSchedulerOutput,
+)
+
+# diffusers loads a component saved from outside diffusers through the base classes its module exposes.
+from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401
 
 
-@dataclass
-class FlowMatchBlockCausalSchedulerOutput(BaseOutput):
+class FlowMatchBlockCausalScheduler(FlowMatchEulerDiscreteScheduler):
     """
-    Output of [`FlowMatchBlockCausalScheduler.step`].
-
-    Args:
-        prev_sample (`torch.Tensor` of shape `(batch_size, block_length, latent_dim)`):
-            The block after one Euler step, input of the next denoising step.
-    """
-
-    prev_sample: torch.Tensor
-
-
-class FlowMatchBlockCausalScheduler(SchedulerMixin, ConfigMixin):
-    """
-    Euler integrator of the flow-matching ODE `dx/dσ = v` for the block-causal Cola-DLM prior.
+    Euler integrator of the flow-matching ODE `dx/dσ = v` for the block-causal Cola-DLM prior: a
+    [`FlowMatchEulerDiscreteScheduler`] with the official schedule and update.
 
     The noisy latent is `x_σ = (1 - σ) x_0 + σ ε` with `σ = t / num_train_timesteps`, and the model predicts the
-    velocity `v = ε - x_0`. Every block of latents is integrated from `σ = 1` to `σ = 0` on its own: call
-    `set_timesteps` once per block. The default configuration reproduces the official schedule
-    `torch.linspace(1000, 0, num_inference_steps + 1)` exactly.
+    velocity `v = ε - x_0`. What is block-causal: the prior generates one block of latents at a time, conditioned on
+    the clean blocks before it, so every block is integrated from `σ = 1` to `σ = 0` on its own; the pipeline calls
+    `set_timesteps` once per block, which restarts the step index.
+
+    Two things differ from the parent, to match the official sampler exactly: the default schedule is
+    `torch.linspace(1000, 0, num_inference_steps + 1)` (the parent's ends at `σ = 1 / num_train_timesteps`), and
+    `step` is the official fp32 update `x - (t - t_next) / num_train_timesteps · v`. The forward process
+    (`scale_noise`), the step and begin indices and `__len__` are the parent's.
 
     Args:
         num_train_timesteps (`int`, defaults to 1000):
@@ -37,33 +33,13 @@ class FlowMatchBlockCausalScheduler(SchedulerMixin, ConfigMixin):
             Timestep shift `σ' = shift σ / (1 + (shift - 1) σ)`. Values above 1 spend more steps at high noise.
     """
 
-    order = 1
-
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0):
         if num_train_timesteps < 1:
             raise ValueError(f"`num_train_timesteps` must be >= 1, got {num_train_timesteps}.")
         if shift <= 0:
             raise ValueError(f"`shift` must be > 0, got {shift}.")
-        self.timesteps = None
-        self.sigmas = None
-        self.num_inference_steps = None
-        self._step_index = None
-        self._begin_index = None
-
-    @property
-    def step_index(self):
-        """Index of the current timestep; advances by one with every `step`."""
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        """Index of the first timestep, set by `set_begin_index`."""
-        return self._begin_index
-
-    def set_begin_index(self, begin_index: int = 0):
-        """Starts the next block at `timesteps[begin_index]` instead of the first timestep."""
-        self._begin_index = begin_index
+        super().__init__(num_train_timesteps=num_train_timesteps, shift=shift)
 
     def set_timesteps(
         self,
@@ -91,12 +67,7 @@ class FlowMatchBlockCausalScheduler(SchedulerMixin, ConfigMixin):
         if timesteps is not None:
             sigmas = [float(t) / num_train_timesteps for t in timesteps]
         if sigmas is not None:
-            schedule = torch.tensor([*map(float, sigmas), 0.0], dtype=torch.float32)
-            if len(sigmas) < 1 or not bool((schedule[:-1] > 0).all() and (schedule[:-1] <= 1).all()):
-                raise ValueError(f"`sigmas` must be non-empty and lie in (0, 1], got {list(sigmas)}.")
-            if not bool((schedule[1:] < schedule[:-1]).all()):
-                raise ValueError(f"`sigmas` must be strictly decreasing, got {list(sigmas)}.")
-            timesteps_with_end = schedule * num_train_timesteps
+            timesteps_with_end = self._custom_schedule(sigmas) * num_train_timesteps
         else:
             if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
                 raise ValueError(f"`num_inference_steps` must be an integer >= 1, got {num_inference_steps}.")
@@ -111,11 +82,17 @@ class FlowMatchBlockCausalScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = self._timesteps_with_end[:-1]
         self.sigmas = self._timesteps_with_end / num_train_timesteps
         self._step_index = None
+        self._begin_index = None
 
-    def scale_noise(self, sample: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Forward process `x_σ = (1 - σ) x_0 + σ ε` for a timestep (broadcast against `sample`)."""
-        sigma = timestep.to(sample.dtype) / self.config.num_train_timesteps
-        return (1.0 - sigma) * sample + sigma * noise
+    @staticmethod
+    def _custom_schedule(sigmas: list[float]) -> torch.Tensor:
+        """`sigmas` with the final `σ = 0`, checked to be non-empty, in `(0, 1]` and strictly decreasing."""
+        schedule = torch.tensor([*map(float, sigmas), 0.0], dtype=torch.float32)
+        if len(sigmas) < 1 or not bool((schedule[:-1] > 0).all() and (schedule[:-1] <= 1).all()):
+            raise ValueError(f"`sigmas` must be non-empty and lie in (0, 1], got {list(sigmas)}.")
+        if not bool((schedule[1:] < schedule[:-1]).all()):
+            raise ValueError(f"`sigmas` must be strictly decreasing, got {list(sigmas)}.")
+        return schedule
 
     def step(
         self,
@@ -123,9 +100,9 @@ class FlowMatchBlockCausalScheduler(SchedulerMixin, ConfigMixin):
         timestep: float | torch.Tensor,
         sample: torch.Tensor,
         return_dict: bool = True,
-    ) -> FlowMatchBlockCausalSchedulerOutput | tuple:
+    ) -> FlowMatchEulerDiscreteSchedulerOutput | tuple:
         """
-        One Euler step `x ← x - (t - t_next) / num_train_timesteps · v`.
+        One Euler step `x ← x - (t - t_next) / num_train_timesteps · v`, in fp32 as the official sampler.
 
         Args:
             model_output (`torch.Tensor`): Velocity predicted by the transformer (after guidance).
@@ -134,24 +111,21 @@ class FlowMatchBlockCausalScheduler(SchedulerMixin, ConfigMixin):
             return_dict (`bool`, defaults to `True`): Return a dataclass instead of a tuple.
 
         Returns:
-            [`FlowMatchBlockCausalSchedulerOutput`] or `tuple`: the block at the next timestep.
+            [`~schedulers.scheduling_flow_match_euler_discrete.FlowMatchEulerDiscreteSchedulerOutput`] or `tuple`:
+            the block at the next timestep.
         """
-        if self.timesteps is None:
+        if self.num_inference_steps is None:
             raise ValueError("Call `set_timesteps` before `step`.")
-        if self._step_index is None:
-            self._step_index = self._begin_index or 0
-        if self._step_index >= self.num_inference_steps:
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        if self.step_index >= self.num_inference_steps:
             raise ValueError(f"All {self.num_inference_steps} steps of this block were taken; call `set_timesteps`.")
 
-        t = self._timesteps_with_end[self._step_index]
-        t_next = self._timesteps_with_end[self._step_index + 1]
+        t, t_next = self._timesteps_with_end[self.step_index], self._timesteps_with_end[self.step_index + 1]
         delta = ((t - t_next) / self.config.num_train_timesteps).to(torch.float32)
         prev_sample = (sample.to(torch.float32) - delta * model_output.to(torch.float32)).to(sample.dtype)
         self._step_index += 1
 
         if not return_dict:
             return (prev_sample,)
-        return FlowMatchBlockCausalSchedulerOutput(prev_sample=prev_sample)
-
-    def __len__(self):
-        return self.config.num_train_timesteps
+        return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev_sample)

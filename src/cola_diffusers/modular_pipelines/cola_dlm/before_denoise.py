@@ -86,8 +86,7 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
             block_state.num_prompt_tokens,
             block_state.gen_length,
             block_state.block_length,
-            components.vae.config.patch_size,
-            components.vae.config.block_size,
+            components.vae.config,
         )
         block_state.latents = prepare_latents(
             components.transformer, layout, block_state.generator, components._execution_device, block_state.latents

@@ -6,7 +6,13 @@ from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, In
 from transformers import PreTrainedTokenizerFast
 
 from ...generation.chat import CHAT_FORMATS
-from ...generation.inputs import DEFAULTS, check_length_inputs, check_prompt_inputs, check_sampling_inputs
+from ...generation.inputs import (
+    DEFAULTS,
+    check_length_inputs,
+    check_prompt_inputs,
+    check_sampling_inputs,
+    check_token_sampling_inputs,
+)
 from ...generation.prompts import max_sequence_length
 from ...generation.stopping import chat_stop_token_id, resolve_stops
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
@@ -150,6 +156,9 @@ class ColaDLMInputStep(ModularPipelineBlocks):
         check_length_inputs(block_state.gen_length, block_state.max_sequence_length)
         check_sampling_inputs(
             **{name: getattr(block_state, name) for name in inspect.signature(check_sampling_inputs).parameters}
+        )
+        check_token_sampling_inputs(
+            block_state.temperature, block_state.top_k, block_state.top_p, block_state.repetition_penalty
         )
         chat, turn_stop_token_id = None, None
         if block_state.messages is not None:

@@ -99,10 +99,13 @@ class ColaDLMLayout:
         num_prompt_tokens: torch.LongTensor,
         gen_length: int,
         block_length: int,
-        patch_size: int,
-        decoder_block_size: int,
+        vae_config,
     ) -> "ColaDLMLayout":
-        """The layout of prompts encoded by `ColaDLMPipeline.encode_prompt` that generate `gen_length` tokens each."""
+        """
+        The layout of prompts encoded by `ColaDLMPipeline.encode_prompt` that generate `gen_length` tokens each, for
+        the VAE of `vae_config` (its `patch_size` and decoder `block_size`).
+        """
+        patch_size, decoder_block_size = vae_config.patch_size, vae_config.block_size
         device = num_prompt_tokens.device
         num_prompt_latents = -(-num_prompt_tokens // patch_size)
         prefix_lengths = num_prompt_latents // block_length * block_length

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ...generation.chat import CHAT_FORMATS
 from ...generation.inputs import DEFAULTS, check_length_inputs, check_prompt_inputs, check_sampling_inputs
-from ...generation.logits import sample_tokens
+from ...generation.logits import TokenSampling
 from ...generation.stopping import pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
@@ -128,11 +128,13 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         output_type,
         callback_on_step_end_tensor_inputs,
         max_sequence_length,
+        preview_every,
         **sampling_inputs,
     ):
         check_prompt_inputs(prompt, messages, chat_format)
         check_length_inputs(sampling_inputs["gen_length"], max_sequence_length)
         check_sampling_inputs(**sampling_inputs)
+        check_preview_every(preview_every)
         if output_type not in ("text", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'text', 'pt', 'latent', got {output_type!r}.")
         if callback_on_step_end_tensor_inputs is not None and not all(
@@ -228,7 +230,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         Returns:
             [`ColaDLMPipelineOutput`] or `tuple`: `(sequences, texts, latents)` when `return_dict` is False.
         """
-        # 1. Check the inputs; resolve the request's block length, context, pad token and stops.
+        # 1. Check the inputs; resolve the request's block length, context, sampling, pad token and stops.
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         block_length = self.transformer.config.block_size if block_length is None else block_length
@@ -241,32 +243,26 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             output_type,
             callback_on_step_end_tensor_inputs,
             max_sequence_length,
+            preview_every,
             gen_length=gen_length,
             block_length=block_length,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
             stop=stop,
         )
-        check_preview_every(preview_every)
+        sampling = TokenSampling(temperature, top_k, top_p, repetition_penalty)
         chat_format = (chat_format or self.chat_format) if messages is not None else None
         pad_token_id = self.chat_pad_token_id(messages, chat_format, pad_token_id)
         stops = self.stop_criteria(stop, eos_token_id, eos_early_stop, chat_format)
-        self._guidance_scale = guidance_scale
-        self._interrupt = False
-        device = self._execution_device
+        self._guidance_scale, self._interrupt, device = guidance_scale, False, self._execution_device
 
         # 2. Encode the prompts into latents.
         prompt_token_ids = self.tokenize(prompt, messages, chat_format, max_sequence_length - gen_length)
         prompt_latents, num_prompt_tokens = self.encode_prompt(prompt_token_ids, block_length, pad_token_id, device)
 
         # 3. Lay the request out in the caches, prepare the noise and timesteps, prefill the caches with the prompts.
-        vae_config = self.vae.config
         layout = ColaDLMLayout.from_prompts(
-            prompt_latents, num_prompt_tokens, gen_length, block_length, vae_config.patch_size, vae_config.block_size
+            prompt_latents, num_prompt_tokens, gen_length, block_length, self.vae.config
         )
         latents = prepare_latents(self.transformer, layout, generator, device, latents)
         clean_latents, tokens = torch.zeros_like(latents), layout.empty_tokens(pad_token_id)
@@ -289,25 +285,18 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 for step_index, t in enumerate(schedule):
                     block_latents, velocity = sampler.denoise_step(block, block_latents, t, step_index, len(schedule))
                     if callback_on_step_end is not None:
-                        step = block_index * len(schedule) + step_index
-                        callback_outputs = callback_on_step_end(self, step, t, {"latents": block_latents})
-                        block_latents = callback_outputs.pop("latents", block_latents)
+                        step_outputs = callback_on_step_end(
+                            self, self.callback_step(block, step_index), t, {"latents": block_latents}
+                        )
+                        block_latents = step_outputs.pop("latents", block_latents)
                     if streamer is not None and preview_every and (step_index + 1) % preview_every == 0:
                         streamer.put(
                             self.preview(sampler, block, block_latents - self.sigma(t) * velocity, step_index)
                         )
 
                 clean_latents[:, block.latent_slice] = block_latents
-                history = tokens[:, : block.token_slice.start]
-                tokens[:, block.token_slice] = sample_tokens(
-                    sampler.decode_block(block, block_latents),
-                    history,
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    repetition_penalty=repetition_penalty,
-                    generator=generator,
-                )
+                logits = sampler.decode_block(block, block_latents)
+                tokens[:, block.token_slice] = sampling(logits, tokens[:, : block.token_slice.start], generator)
                 completions = self.completions(tokens, layout, block.token_slice.stop, gen_length, stops)
                 finished = all(completion.stopped for completion in completions)
                 last = finished or self.interrupt or block_index + 1 == layout.num_blocks
@@ -322,13 +311,14 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         # 5. Pad the kept tokens of every prompt to `gen_length`.
         if streamer is not None:
             streamer.end()
-        sequences = pad_sequences(completions, gen_length, pad_token_id, device)
         self.maybe_free_model_hooks()
-        texts = [completion.text for completion in completions] if output_type == "text" else None
-        latents = clean_latents if output_type == "latent" else None
-        if not return_dict:
-            return (sequences, texts, latents)
-        return ColaDLMPipelineOutput(sequences=sequences, texts=texts, latents=latents)
+        sequences = pad_sequences(completions, gen_length, pad_token_id, device)
+        output = ColaDLMPipelineOutput(
+            sequences=sequences,
+            texts=[completion.text for completion in completions] if output_type == "text" else None,
+            latents=clean_latents if output_type == "latent" else None,
+        )
+        return output if return_dict else (output.sequences, output.texts, output.latents)
 
     def stream(
         self, prompt: str | list[str] | None = None, preview_every: int | None = None, **kwargs
@@ -368,6 +358,10 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         if "error" in result:
             raise result["error"]
         return result["output"]
+
+    def callback_step(self, block: GeneratedBlock, step_index: int) -> int:
+        """The index of a denoising step among all steps of the call, as callbacks count them."""
+        return block.index * len(self.scheduler.timesteps) + step_index
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The noise level of timestep `t`."""
