@@ -1,91 +1,16 @@
 """The Text VAE of Cola-DLM: block-causal transformer encoder and decoder between tokens and latents."""
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..attention_cola import ColaKVCache, ColaLayerCache, block_causal_mask, cached_attention, check_cache_inputs
-
-
-LOGVAR_RANGE = (-30.0, 20.0)
-
-
-class ColaTextLatentDistribution:
-    """
-    Diagonal Gaussian posterior `q(z | x)` over text latents of shape `(batch_size, num_latents, latent_dim)`.
-
-    Args:
-        mean (`torch.Tensor`): Posterior mean.
-        logvar (`torch.Tensor`): Posterior log-variance, clamped to `[-30, 20]`.
-    """
-
-    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
-        self.mean = mean
-        self.logvar = logvar.clamp(*LOGVAR_RANGE)
-        self.std = torch.exp(0.5 * self.logvar)
-
-    def sample(self, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
-        """Draws `mean + std · ε`."""
-        noise = randn_tensor(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * noise
-
-    def mode(self) -> torch.Tensor:
-        """The posterior mean, used for prompts at inference."""
-        return self.mean
-
-    def kl(self) -> torch.Tensor:
-        """`KL(q || N(0, I))` summed over the latent channels, shape `(batch_size, num_latents)`."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=-1)
-
-
-@dataclass
-class ColaTextEncoderOutput(BaseOutput):
-    """
-    Args:
-        latent_dist ([`ColaTextLatentDistribution`]): Posterior over the latents, one per `patch_size` tokens.
-    """
-
-    latent_dist: ColaTextLatentDistribution
-
-
-@dataclass
-class ColaTextDecoderOutput(BaseOutput):
-    """
-    Args:
-        logits (`torch.Tensor` of shape `(batch_size, num_latents * patch_size, vocab_size)`): Token logits.
-    """
-
-    logits: torch.Tensor
-
-
-def apply_half_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE that rotates the two halves of every head against each other, computed in fp32."""
-    x_first, x_second = x.float().chunk(2, dim=-1)
-    rotated_half = torch.cat([-x_second, x_first], dim=-1)
-    return (x.float() * cos + rotated_half * sin).to(x.dtype)
-
-
-class ColaTextRotaryEmbedding(nn.Module):
-    """RoPE tables `(cos, sin)` of the half-rotation layout over the whole head."""
-
-    def __init__(self, head_dim: int, theta: float):
-        super().__init__()
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`position_ids (B, S)` → `cos, sin` of shape `(B, S, 1, head_dim)`, fp32."""
-        angles = position_ids.float()[..., None] * self.inv_freq
-        angles = torch.cat([angles, angles], dim=-1).unsqueeze(-2)
-        return angles.cos(), angles.sin()
+from ..embeddings_cola import ColaTextRotaryEmbedding, apply_half_rotary_emb
+from .vae_cola import ColaTextDecoderOutput, ColaTextEncoderOutput, ColaTextLatentDistribution
 
 
 class ColaTextAttnProcessor:

@@ -1,6 +1,5 @@
 """The block-causal 1-D Diffusion Transformer prior of Cola-DLM."""
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
 from ..attention_cola import ColaKVCache, ColaLayerCache, block_causal_mask, cached_attention, check_cache_inputs
+from ..embeddings_cola import ColaRotaryEmbedding, ColaTimestepEmbedding, apply_interleaved_rotary_emb
 
 
 @dataclass
@@ -42,65 +42,6 @@ class ColaAdaLNTerms:
             layers=[tuple(term[index] for term in terms) for terms in self.layers],
             output=tuple(term[index] for term in self.output),
         )
-
-
-def apply_interleaved_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """
-    Rotates the interleaved channel pairs `(0, 1), (2, 3), ...` of `x` by the complex RoPE table `freqs_cis` of
-    [`ColaRotaryEmbedding`]: each pair is a complex number `x_2i + i x_2i+1` multiplied by `e^{i θ}`, in fp32.
-    """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs_cis).flatten(-2).to(x.dtype)
-
-
-class ColaRotaryEmbedding(nn.Module):
-    """
-    Complex RoPE table of interleaved pairs over the first `rope_dim` channels of a `head_dim`-channel head.
-
-    The frequencies are a saved buffer because checkpoints carry them (possibly rounded to their storage dtype).
-    They stay in fp32 when the model is cast: rounding them would move the angles of distant positions.
-    """
-
-    def __init__(self, rope_dim: int, head_dim: int, theta: float = 10000.0):
-        super().__init__()
-        self.head_dim = head_dim
-        inv_freq = 1.0 / theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim)
-        self.register_buffer("inv_freq", inv_freq)
-
-    def _apply(self, fn, recurse=True):
-        inv_freq = self.inv_freq
-        super()._apply(fn, recurse)
-        self.inv_freq = inv_freq.to(device=self.inv_freq.device)
-        return self
-
-    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """
-        `position_ids (B, S)` → complex64 `e^{i θ}` of shape `(B, S, 1, head_dim // 2)`, one per channel pair;
-        pairs past `rope_dim` get `1` (no rotation).
-        """
-        angles = position_ids.float()[..., None] * self.inv_freq
-        angles = F.pad(angles, (0, self.head_dim // 2 - angles.shape[-1]))
-        return torch.polar(torch.ones_like(angles), angles).unsqueeze(-2)
-
-
-class ColaTimestepEmbedding(nn.Module):
-    """Sinusoidal `[sin, cos]` features of the timestep followed by three linear layers with SiLU between them."""
-
-    def __init__(self, embedding_dim: int, frequency_dim: int = 256, max_period: float = 10000.0):
-        super().__init__()
-        half_dim = frequency_dim // 2
-        exponent = -math.log(max_period) * torch.arange(half_dim, dtype=torch.float32) / half_dim
-        self.register_buffer("frequencies", exponent.exp(), persistent=False)
-        self.linear_1 = nn.Linear(frequency_dim, embedding_dim)
-        self.linear_2 = nn.Linear(embedding_dim, embedding_dim)
-        self.linear_3 = nn.Linear(embedding_dim, embedding_dim)
-
-    def forward(self, timestep: torch.Tensor) -> torch.Tensor:
-        angles = timestep.float()[..., None] * self.frequencies
-        features = torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.linear_1.weight.dtype)
-        hidden_states = F.silu(self.linear_1(features))
-        hidden_states = F.silu(self.linear_2(hidden_states))
-        return self.linear_3(hidden_states)
 
 
 class ColaDiTAttnProcessor:

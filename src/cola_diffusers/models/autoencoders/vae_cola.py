@@ -1,0 +1,58 @@
+"""The posterior and the outputs of the Cola-DLM Text VAE."""
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+LOGVAR_RANGE = (-30.0, 20.0)
+
+
+class ColaTextLatentDistribution:
+    """
+    Diagonal Gaussian posterior `q(z | x)` over text latents of shape `(batch_size, num_latents, latent_dim)`.
+
+    Args:
+        mean (`torch.Tensor`): Posterior mean.
+        logvar (`torch.Tensor`): Posterior log-variance, clamped to `[-30, 20]`.
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        self.mean = mean
+        self.logvar = logvar.clamp(*LOGVAR_RANGE)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Draws `mean + std · ε`."""
+        noise = randn_tensor(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * noise
+
+    def mode(self) -> torch.Tensor:
+        """The posterior mean, used for prompts at inference."""
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """`KL(q || N(0, I))` summed over the latent channels, shape `(batch_size, num_latents)`."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=-1)
+
+
+@dataclass
+class ColaTextEncoderOutput(BaseOutput):
+    """
+    Args:
+        latent_dist ([`ColaTextLatentDistribution`]): Posterior over the latents, one per `patch_size` tokens.
+    """
+
+    latent_dist: ColaTextLatentDistribution
+
+
+@dataclass
+class ColaTextDecoderOutput(BaseOutput):
+    """
+    Args:
+        logits (`torch.Tensor` of shape `(batch_size, num_latents * patch_size, vocab_size)`): Token logits.
+    """
+
+    logits: torch.Tensor
