@@ -344,6 +344,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 result["output"] = self(prompt, streamer=streamer, preview_every=preview_every, **kwargs)
             except BaseException as error:
                 result["error"] = error
+            finally:
                 streamer.end()
 
         worker = threading.Thread(target=generate, name="cola-dlm-stream", daemon=True)
