@@ -1,6 +1,8 @@
 import json
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +17,32 @@ from cola_diffusers import (
 from cola_diffusers.loaders.tokenizer import load_tokenizer
 
 
-FIXTURE_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "cola_reference")
+# The one place the tests find the repository and `tests/fixtures/` from, whatever subfolder a test module is in.
+REPO_ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_DIR = str(FIXTURES / "cola_reference")
 # The second official fixture: VAE without biases, pre-norm, no q/k norm, q/k/v biases; DiT q/k/v biases; block 2.
-VARIANTS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "cola_reference_variants")
+VARIANTS_DIR = str(FIXTURES / "cola_reference_variants")
 REFERENCE_DIRS = {"cola_reference": FIXTURE_DIR, "cola_reference_variants": VARIANTS_DIR}
+
+# A batch with a long prompt, a one-token prompt and one in between (models, pipelines, modular).
+PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+
+# Two gloo processes on the CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU=1.
+CPU_LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 @dataclass

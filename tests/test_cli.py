@@ -49,6 +49,7 @@ def test_help_and_argument_errors_import_no_heavy_module():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arguments,message",
     [
@@ -70,6 +71,7 @@ def test_errors_are_one_line_with_exit_code_2(arguments, message):
     assert re.search(message, last), last
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback():
     result = run("--debug", "generate", "")
     assert result.returncode != 0 and "Traceback" in result.stderr
@@ -93,6 +95,7 @@ def test_generate_flags(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "4321"
 
 
+@pytest.mark.slow
 def test_generate_loads_bfloat16_weights(tmp_path):
     result = run(
         "generate",
@@ -120,6 +123,7 @@ def test_generate_loads_bfloat16_weights(tmp_path):
     assert loaded.stdout.split() == ["torch.bfloat16", "torch.bfloat16"]
 
 
+@pytest.mark.slow
 def test_convert_refuses_a_folder_that_is_not_empty(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
@@ -135,6 +139,7 @@ def test_convert_refuses_a_folder_that_is_not_empty(tmp_path):
     assert {str(tensor.dtype) for key, tensor in weights.items() if "inv_freq" not in key} == {"torch.bfloat16"}
 
 
+@pytest.mark.slow
 def test_serve_answers_the_official_adapter_example():
     port = free_port()
     server = subprocess.Popen(

@@ -75,7 +75,7 @@ SKIPS = [
 
 # (a substring of a command line of a bash block that otherwise runs, why that line is left out).
 SKIP_LINES = [
-    ("cola-diffusers serve", "a server runs until stopped (tests/test_server.py and tests/test_cli.py start one)"),
+    ("cola-diffusers serve", "a server runs until stopped (tests/serving/ and tests/test_cli.py start one)"),
 ]
 
 IMPORTS = "import torch\nfrom cola_diffusers import ColaDLMBlocks, ColaDLMPipeline\n"
@@ -394,6 +394,7 @@ def runs(tmp_path_factory):
     return docs, results[: len(docs)], results[len(docs) :]
 
 
+@pytest.mark.slow
 def test_documented_code_runs(runs):
     blocks, results, _ = runs
     summary = report(results)
@@ -407,6 +408,7 @@ def test_documented_code_runs(runs):
     assert len(ran) >= MIN_BLOCKS_RUN, f"only {len(ran)} blocks ran (at least {MIN_BLOCKS_RUN} expected):\n{summary}"
 
 
+@pytest.mark.slow
 def test_runner_fails_on_a_renamed_argument(runs):
     """The runner reports a documented call whose keyword or option no longer exists, and skips what it should."""
     _, _, results = runs

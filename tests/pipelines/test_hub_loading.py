@@ -8,8 +8,11 @@ import textwrap
 
 import pytest
 
-from .conftest import FIXTURE_DIR
+from ..conftest import FIXTURE_DIR
 
+
+# Every test loads in a fresh, offline Python process.
+pytestmark = pytest.mark.slow
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

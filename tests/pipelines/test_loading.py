@@ -13,10 +13,7 @@ from safetensors.torch import load_file, save_file
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
 
-from .conftest import FIXTURE_DIR
-
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from ..conftest import FIXTURE_DIR, REPO_ROOT
 
 
 @pytest.fixture
@@ -114,6 +111,7 @@ def test_missing_file_in_diffusers_format(fixture_pipeline, tmp_path):
         ColaDLMPipeline.from_pretrained(tmp_path)
 
 
+@pytest.mark.slow
 def test_conversion_script_writes_a_loadable_pipeline(tmp_path):
     output = tmp_path / "converted"
     script = os.path.join(REPO_ROOT, "scripts", "convert_cola_dlm_to_diffusers.py")

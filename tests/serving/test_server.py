@@ -17,7 +17,7 @@ from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH
 from cola_diffusers.serving import create_app
 
-from .conftest import FIXTURE_DIR, make_chat_pipeline
+from ..conftest import FIXTURE_DIR, make_chat_pipeline
 
 
 API_KEY = "sk-test-key"

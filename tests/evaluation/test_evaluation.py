@@ -20,11 +20,10 @@ from cola_diffusers.evaluation.data import demo_records, load_records
 from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, record_noise, record_seed, run_task
 from cola_diffusers.evaluation.tasks import OFFICIAL_TASKS
 
-from .conftest import FIXTURE_DIR
-from .test_distributed import CPU_LAUNCH
+from ..conftest import CPU_LAUNCH, FIXTURE_DIR, FIXTURES
 
 
-INPUTS_DIR = os.path.join(os.path.dirname(__file__), "fixtures", "benchmark_inputs")
+INPUTS_DIR = str(FIXTURES / "benchmark_inputs")
 CLI = [sys.executable, "-m", "cola_diffusers.cli", "eval", "run"]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
 
@@ -58,6 +57,7 @@ def test_templates_give_the_official_prompts():
     assert squad == "Ann came.\nQuestion: Who?\nAnswer:"
 
 
+@pytest.mark.slow
 def test_every_official_task_runs_on_the_official_layout(tmp_path):
     tasks = ",".join(OFFICIAL_TASKS)
     eval_run(
@@ -87,6 +87,7 @@ def test_every_official_task_runs_on_the_official_layout(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([f"{name}.jsonl" for name in OFFICIAL_TASKS] + ["run_config.json"])
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
     # One record per batch: a few seconds, time enough to kill it half-way.
     arguments = ["--tasks", "reverse_digits", "--limit", "24", "--batch-size", "1"]
@@ -126,6 +127,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
     assert not any(name.startswith("reverse_digits.part") for name in os.listdir(killed_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model,tasks",
     [(FIXTURE_DIR, ("obqa", "squad")), (DEMO_MODEL_PATH, ("reverse_digits",))],
@@ -149,6 +151,7 @@ def test_two_processes_give_the_records_of_one(tmp_path, model, tasks):
         assert one == two
 
 
+@pytest.mark.slow
 def test_demo_records_do_not_depend_on_batches_or_reruns(tmp_path):
     pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
     pipe.set_progress_bar_config(disable=True)
@@ -193,7 +196,7 @@ def test_bad_input_is_named_before_any_model_work(tmp_path, capsys, arguments, m
 
 
 def test_score_command_prints_and_writes_the_summary(tmp_path, capsys):
-    shutil.copytree(os.path.join(os.path.dirname(__file__), "fixtures", "official_outputs_excerpt"), tmp_path / "out")
+    shutil.copytree(FIXTURES / "official_outputs_excerpt", tmp_path / "out")
     main(["eval", "score", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     rows = (tmp_path / "out" / "accuracy_summary.csv").read_text().splitlines()

@@ -17,9 +17,10 @@ from cola_diffusers.training import TrainingConfig, train
 from cola_diffusers.training import trainer as trainer_module
 from cola_diffusers.training.settings_table import settings_table
 
+from ..conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(REPO, "examples")
+
+EXAMPLES = os.path.join(REPO_ROOT, "examples")
 GOOD = {
     "stage": "vae",
     "train_file": os.path.join(EXAMPLES, "corpus.txt"),
@@ -71,6 +72,7 @@ def bad_config_runs(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_bad_config_is_one_line_and_exit_code_2(case, bad_config_runs):
     path, returncode, stdout, stderr = bad_config_runs[case]
@@ -95,7 +97,7 @@ def test_train_checks_its_inputs_before_building_models(monkeypatch, tmp_path):
 
 
 def test_settings_table_in_the_docs_is_the_generated_one():
-    with open(os.path.join(REPO, "docs", "training.md"), encoding="utf-8") as file:
+    with open(os.path.join(REPO_ROOT, "docs", "training.md"), encoding="utf-8") as file:
         doc = file.read()
     documented = re.search(
         r"<!-- settings table: start \(generated\) -->\n(.*?)<!-- settings table: end -->", doc, re.S
@@ -112,7 +114,7 @@ def example_config(name, tmp_path, **changes):
         values = json.load(file)
     for key in ("train_file", "tokenizer_file"):
         if key in values:
-            values[key] = os.path.join(REPO, values[key])
+            values[key] = os.path.join(REPO_ROOT, values[key])
             assert os.path.isfile(values[key]), values[key]
     values.update(output_dir=str(tmp_path / values["stage"]), **changes)
     path = tmp_path / name
@@ -120,6 +122,7 @@ def example_config(name, tmp_path, **changes):
     return TrainingConfig.from_json(str(path))
 
 
+@pytest.mark.slow
 def test_example_configs_train_stage_1_then_stage_2(tmp_path, capsys, caplog):
     vae_config = example_config("train_vae.json", tmp_path)
     with caplog.at_level(logging.WARNING, logger=trainer_module.__name__):
@@ -154,10 +157,11 @@ def digest(folder):
     return {path: hashlib.sha256(open(path, "rb").read()).hexdigest() for path in files}
 
 
+@pytest.mark.slow
 def test_build_demo_model_writes_its_output_not_the_shipped_model(tmp_path):
     shipped = digest(DEMO_MODEL_PATH)
     work_dir = tmp_path / "demo"
-    command = [sys.executable, os.path.join(REPO, "scripts", "build_demo_model.py"), "--work_dir", str(work_dir)]
+    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", "build_demo_model.py"), "--work_dir", str(work_dir)]
     result = subprocess.run(
         [*command, "--vae-steps", "1", "--prior-steps", "1"], capture_output=True, text=True, timeout=300
     )

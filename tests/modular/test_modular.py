@@ -7,10 +7,9 @@ from diffusers.guiders import ClassifierFreeGuidance
 
 from cola_diffusers import ColaDLMBlocks
 
-from .conftest import make_tiny_pipeline
+from ..conftest import PROMPTS, make_tiny_pipeline
 
 
-PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
 OUTPUTS = ["sequences", "texts", "latents"]
 
 

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH, demo_answer, demo_examples, demo_prompt
 from cola_diffusers.evaluation.data import demo_records
@@ -27,6 +29,7 @@ def test_embedded_model_reverses_held_out_digits(tmp_path):
     assert score_directory(tmp_path)["reverse_digits"].accuracy >= 75
 
 
+@pytest.mark.slow
 def test_command_line_uses_the_embedded_model_by_default():
     digits = demo_examples("held_out")[0]
     result = subprocess.run(

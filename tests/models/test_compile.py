@@ -1,11 +1,13 @@
 """torch.compile of the repeated DiT blocks: same output, and no recompilation from block to block."""
 
+import pytest
 import torch
 
-from .conftest import make_tiny_pipeline
+from ..conftest import PROMPTS, make_tiny_pipeline
 
 
-PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+# Tracing with dynamo takes seconds.
+pytestmark = pytest.mark.slow
 
 
 def test_compiled_repeated_blocks_do_not_recompile_per_block():

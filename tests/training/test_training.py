@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 
 from cola_diffusers.training import TrainingConfig, prior_loss, train, two_block_layout_mask, vae_loss
 
-from .conftest import FIXTURE_DIR, make_tiny_pipeline
-from .test_distributed import CPU_LAUNCH
+from ..conftest import CPU_LAUNCH, FIXTURE_DIR, make_tiny_pipeline
 
 
 CORPUS = [f"the river story number {i} ends here." for i in range(12)] + ["a long day of work and play at home."] * 4
@@ -170,6 +169,7 @@ def test_one_step_changes_the_trained_weights_only(stage, corpus_file, tmp_path)
     assert saved["model_max_length"] == config.max_length == 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["vae", "prior"])
 def test_two_hundred_steps_lower_the_loss(stage, corpus_file, tmp_path):
     _, history = train(tiny_config(stage, corpus_file, tmp_path, max_steps=200))
@@ -193,6 +193,7 @@ def test_resumed_run_continues_like_an_uninterrupted_one(corpus_file, tmp_path):
         torch.testing.assert_close(value, straight_weights[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_gradients(tmp_path):
     # Lines longer than `max_length`: every sample has as many tokens, so per-process means average to the global one.
     corpus_file = tmp_path / "long.txt"

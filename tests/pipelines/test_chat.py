@@ -11,7 +11,7 @@ import torch
 
 from cola_diffusers import ColaDLMPipeline
 
-from .conftest import FIXTURE_DIR, make_chat_pipeline
+from ..conftest import FIXTURE_DIR, make_chat_pipeline
 
 
 CONVERSATION = [
@@ -142,6 +142,7 @@ def test_bad_chat_inputs_are_named(chat_pipe, base_pipe):
         base_pipe(messages=QUESTION, chat_format="chatml", gen_length=4)
 
 
+@pytest.mark.slow
 def test_the_command_line_takes_the_checkpoints_chat_format(tmp_path):
     official = sft_checkpoint(tmp_path / "official", sft_chat_format="text")
     command = [sys.executable, "-m", "cola_diffusers.cli", "generate", "--chat", "What is 2 + 3?", "--model"]

@@ -19,9 +19,10 @@ from cola_diffusers.evaluation.scoring import (
     write_summary,
 )
 
+from ..conftest import FIXTURES, REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXCERPT_DIR = os.path.join(REPO_ROOT, "tests", "fixtures", "official_outputs_excerpt")
+
+EXCERPT_DIR = str(FIXTURES / "official_outputs_excerpt")
 OFFICIAL_OUTPUTS = os.path.join(REPO_ROOT, "..", "shared", "eval", "official_outputs")
 OFFICIAL_TASKS = ("lambada", "mmlu", "obqa", "hellaswag", "race", "siqa", "squad", "story_cloze")
 # The official accuracy_summary.csv of the released outputs.

@@ -4,7 +4,7 @@ import torch
 
 from cola_diffusers import ColaDLMPipeline
 
-from .conftest import FIXTURE_DIR
+from ..conftest import FIXTURE_DIR
 
 
 def test_bfloat16_agrees_with_float32_on_greedy_tokens(fixture_pipeline, trace_runs, traces):

@@ -12,6 +12,8 @@ import torch
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH, demo_prompt
 
+from ..conftest import FIXTURES
+
 
 pytest.importorskip("lm_eval")
 
@@ -21,7 +23,7 @@ from lm_eval.api.registry import get_model, model_registry  # noqa: E402
 from cola_diffusers.evaluation.lm_eval_model import ColaDLMEvalModel, generation_settings  # noqa: E402
 
 
-TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "lm_eval_tasks")
+TASKS_DIR = str(FIXTURES / "lm_eval_tasks")
 SETTINGS = {"num_inference_steps": 16, "guidance_scale": 7.0}
 SEED = 1234  # the model's default `seed`
 
@@ -43,6 +45,7 @@ def test_cola_dlm_is_registered_next_to_lm_eval_models():
     assert "hf" in model_registry and "local-completions" in model_registry
 
 
+@pytest.mark.slow
 def test_lm_eval_command_line_scores_the_demo_task(pipe, tmp_path):
     model_args = f"pretrained={DEMO_MODEL_PATH},steps=16,guidance_scale=7,batch_size=8,dtype=float32"
     command = [sys.executable, "-m", "cola_diffusers.evaluation.lm_eval_model", "--model", "cola_dlm"]

@@ -12,7 +12,7 @@ from cola_diffusers.loaders.official_checkpoint import (
     load_official_vae,
 )
 
-from .conftest import FIXTURE_DIR, VARIANTS_DIR
+from ..conftest import FIXTURE_DIR, VARIANTS_DIR
 
 
 def copy_component(source: str, component: str, target, edit) -> str:

@@ -5,10 +5,7 @@ import json
 import pytest
 import torch
 
-from .conftest import make_tiny_pipeline
-
-
-PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+from ..conftest import PROMPTS, make_tiny_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from cola_diffusers import block_causal_mask
 from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
 
-from .conftest import relative_error
+from ..conftest import relative_error
 
 
 TOLERANCE = 1e-5

@@ -5,8 +5,8 @@ import torch
 
 from cola_diffusers import ColaDLMPipeline
 
-from .conftest import make_tiny_pipeline, relative_error
-from .reference_sampler import reference_generate
+from ..conftest import make_tiny_pipeline, relative_error
+from ..reference_sampler import reference_generate
 
 
 LATENT_TOLERANCE = 1e-4

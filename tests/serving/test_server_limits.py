@@ -10,7 +10,7 @@ import pytest
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.serving import create_app
 
-from .conftest import FIXTURE_DIR
+from ..conftest import FIXTURE_DIR
 from .test_server import serve
 
 

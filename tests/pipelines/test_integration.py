@@ -13,11 +13,8 @@ from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance,
 from cola_diffusers import FlowMatchBlockCausalScheduler
 from cola_diffusers.schedulers import FLOW_SOLVER
 
-from .conftest import make_tiny_pipeline, relative_error
-from .reference_sampler import reference_generate
-
-
-PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+from ..conftest import PROMPTS, make_tiny_pipeline, relative_error
+from ..reference_sampler import reference_generate
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import torch
 
 from cola_diffusers import ColaDLMPipeline, ColaTransformer1DModel
 
-from .conftest import make_tiny_pipeline
+from ..conftest import make_tiny_pipeline
 
 
 @pytest.fixture(scope="module")

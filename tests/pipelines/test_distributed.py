@@ -3,31 +3,18 @@
 import json
 import os
 import subprocess
-import sys
 
+import pytest
 import torch
 
-from .conftest import FIXTURE_DIR
+from ..conftest import CPU_LAUNCH, FIXTURE_DIR, REPO_ROOT
 
 
-SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "generate_distributed.py"
-)
-# Two gloo processes on the CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU=1.
-CPU_LAUNCH = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
+# Launches two processes.
+pytestmark = pytest.mark.slow
+
+
+SCRIPT = os.path.join(REPO_ROOT, "examples", "generate_distributed.py")
 PROMPTS = ["the river", "Question: What is the capital of France? Answer:", "a long day", "river mountain story"]
 
 
