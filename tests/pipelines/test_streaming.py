@@ -7,10 +7,9 @@ from diffusers.guiders import ClassifierFreeGuidance
 
 from cola_diffusers import ColaDLMStreamer
 
-from .conftest import make_tiny_pipeline
+from ..conftest import PROMPTS, make_tiny_pipeline
 
 
-PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
 KWARGS = {"gen_length": 14, "num_inference_steps": 3, "eos_early_stop": False}
 
 
