@@ -191,7 +191,7 @@ def eval_run(args):
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     for task, task_records in records.items():
-        path = run_task(pipe, task, task_records, settings, args.output, args.batch_size, state)
+        path = run_task(pipe, task, task_records, settings, args.output, args.batch_size, state=state)
         if state.is_main_process:
             print(f"{task}: {len(task_records)} records x {args.seeds} seed(s) in {path}")
 

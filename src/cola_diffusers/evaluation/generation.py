@@ -204,6 +204,7 @@ def run_task(
     settings: EvalSettings,
     output_dir: str,
     batch_size: int = 20,
+    *,
     state: PartialState | None = None,
 ) -> str:
     """

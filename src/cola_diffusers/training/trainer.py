@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import random
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -84,10 +85,10 @@ class StageObjective(torch.nn.Module):
                 self.vae,
                 input_ids,
                 attention_mask,
-                config.kl_weight,
-                config.mask_rate,
-                config.masked_token_weight,
-                config.sample_posterior,
+                kl_weight=config.kl_weight,
+                mask_rate=config.mask_rate,
+                masked_token_weight=config.masked_token_weight,
+                sample_posterior=config.sample_posterior,
             )
             return losses["loss"]
         return prior_loss(
@@ -114,13 +115,104 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(config.seed)
+    warn_if_prior_on_new_vae(config, accelerator)
+    pipe = build_pipeline(config)
+    run = prepare_training(accelerator, config, pipe)
+    step = resume_step(accelerator, config)
+    history = run.run_steps(step)
+    save_trained(run, pipe, history)
+    accelerator.end_training()
+    return pipe, history
+
+
+def warn_if_prior_on_new_vae(config: TrainingConfig, accelerator: Accelerator):
+    """Warns (once) when Stage 2 would train on the latents of a newly initialised VAE."""
     if config.stage == "prior" and config.pretrained_model is None and accelerator.is_main_process:
         # The VAE is new and stays frozen in Stage 2 (a resumed checkpoint holds that same untrained VAE).
         logger.warning(
             "Stage 2 trains the prior on the latents of an untrained VAE: `pretrained_model` is null, so the VAE is "
             "newly initialised. Set `pretrained_model` to the Stage-1 `output_dir`."
         )
-    pipe = build_pipeline(config)
+
+
+@dataclass(kw_only=True)
+class PreparedTraining:
+    """
+    A run's objective, optimiser, data and EMA, prepared by accelerate; `trained` is the unwrapped trained model.
+    """
+
+    accelerator: Accelerator
+    config: TrainingConfig
+    objective: torch.nn.Module
+    trained: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    dataloader: DataLoader
+    ema: EMAModel | None
+
+    def run_steps(self, step: int) -> list[float]:
+        """Optimiser steps from `step` to `max_steps`; returns each step's loss, averaged over the processes."""
+        config, accelerator = self.config, self.accelerator
+        epoch_steps = self.steps_per_epoch()
+        block_chooser = block_size_chooser(config, step)
+        progress_bar = tqdm(
+            total=config.max_steps,
+            initial=step,
+            desc=STAGES[config.stage],
+            disable=not accelerator.is_local_main_process,
+        )
+        history = []
+        while step < config.max_steps:
+            epoch, skip = divmod(step, epoch_steps)
+            self.dataloader.set_epoch(epoch)
+            batches = accelerator.skip_first_batches(self.dataloader, skip * config.gradient_accumulation_steps)
+            for batch in batches:
+                loss = self.accumulate_batch(batch, block_chooser.choice(config.block_sizes), step)
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                history.append(self.finish_step(loss))
+                progress_bar.update()
+                if step % config.log_every == 0:
+                    progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    save_checkpoint(accelerator, config.output_dir, step)
+                if step >= config.max_steps:
+                    break
+        progress_bar.close()
+        return history
+
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one pass over the data; refuses data too small for one."""
+        config = self.config
+        steps = len(self.dataloader) // config.gradient_accumulation_steps
+        if steps == 0:
+            raise ValueError(
+                f"`train_file` `{config.train_file}` has too few lines for one optimiser step: "
+                f"{self.accelerator.num_processes} process(es) × `batch_size` {config.batch_size} × "
+                f"`gradient_accumulation_steps` {config.gradient_accumulation_steps} rows are needed."
+            )
+        return steps
+
+    def accumulate_batch(self, batch: dict, block_size: int, step: int) -> torch.Tensor:
+        """Loss, backward pass and (once the gradients are accumulated) optimiser step of one batch."""
+        with self.accelerator.accumulate(self.objective):
+            loss = self.objective(batch["input_ids"], batch["attention_mask"], block_size)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"The loss became {loss.item()} at step {step}.")
+            self.accelerator.backward(loss)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return loss
+
+    def finish_step(self, loss: torch.Tensor) -> float:
+        """Updates the EMA after an optimiser step; returns the step's loss averaged over the processes."""
+        if self.ema is not None:
+            self.ema.step(self.trained.parameters())
+        return self.accelerator.gather(loss.detach()).mean().item()
+
+
+def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: ColaDLMPipeline) -> PreparedTraining:
+    """Freezes all but the trained model, builds its optimiser, data and EMA, and prepares them with accelerate."""
     objective = StageObjective(config, pipe.transformer, pipe.vae)
     trained = objective.trained
     objective.requires_grad_(False).eval()
@@ -128,7 +220,6 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     if config.gradient_checkpointing:
         trained.enable_gradient_checkpointing()
     ema = EMAModel(trained.parameters(), decay=config.ema_decay) if config.ema_decay else None
-
     optimizer = OPTIMIZERS[config.optimizer](
         trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -137,69 +228,47 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
+    return PreparedTraining(
+        accelerator=accelerator,
+        config=config,
+        objective=objective,
+        trained=trained,
+        optimizer=optimizer,
+        dataloader=dataloader,
+        ema=ema,
+    )
 
-    step = 0
-    if config.resume_from is not None:
-        accelerator.load_state(config.resume_from)
-        with open(os.path.join(config.resume_from, "training_state.json")) as file:
-            step = json.load(file)["step"]
+
+def resume_step(accelerator: Accelerator, config: TrainingConfig) -> int:
+    """Loads the checkpoint `resume_from` into the prepared run and returns its step; 0 without one."""
+    if config.resume_from is None:
+        return 0
+    accelerator.load_state(config.resume_from)
+    with open(os.path.join(config.resume_from, "training_state.json")) as file:
+        return json.load(file)["step"]
+
+
+def block_size_chooser(config: TrainingConfig, step: int) -> random.Random:
+    """The seeded chooser of each step's block size, advanced past the `step` steps already done."""
     block_chooser = random.Random(config.seed)
     for _ in range(step):
         block_chooser.choice(config.block_sizes)
+    return block_chooser
 
-    steps_per_epoch = len(dataloader) // config.gradient_accumulation_steps
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"`train_file` `{config.train_file}` has too few lines for one optimiser step: "
-            f"{accelerator.num_processes} process(es) × `batch_size` {config.batch_size} × "
-            f"`gradient_accumulation_steps` {config.gradient_accumulation_steps} rows are needed."
-        )
-    progress_bar = tqdm(
-        total=config.max_steps,
-        initial=step,
-        desc=STAGES[config.stage],
-        disable=not accelerator.is_local_main_process,
-    )
-    history = []
-    while step < config.max_steps:
-        epoch, skip = divmod(step, steps_per_epoch)
-        dataloader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(dataloader, skip * config.gradient_accumulation_steps)
-        for batch in batches:
-            with accelerator.accumulate(objective):
-                loss = objective(batch["input_ids"], batch["attention_mask"], block_chooser.choice(config.block_sizes))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"The loss became {loss.item()} at step {step}.")
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            if ema is not None:
-                ema.step(trained.parameters())
-            history.append(accelerator.gather(loss.detach()).mean().item())
-            progress_bar.update()
-            if step % config.log_every == 0:
-                progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, config.output_dir, step)
-            if step >= config.max_steps:
-                break
-    progress_bar.close()
 
+def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[float]):
+    """Copies the EMA weights in and saves the pipeline and the loss history to `output_dir` (main process)."""
+    config, accelerator = run.config, run.accelerator
     accelerator.wait_for_everyone()
-    if ema is not None:
-        ema.copy_to(trained.parameters())
-    trained.eval()
+    if run.ema is not None:
+        run.ema.copy_to(run.trained.parameters())
+    run.trained.eval()
     if accelerator.is_main_process:
         pipe.save_pretrained(config.output_dir)
         with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
             json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
         print(f"{STAGES[config.stage]}: saved to {config.output_dir}")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return pipe, history
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int):
