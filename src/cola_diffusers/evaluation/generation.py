@@ -17,6 +17,7 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from ..generation.inputs import DEFAULTS
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .data import model_input, read_jsonl
 
@@ -42,11 +43,11 @@ class EvalSettings:
     """
 
     model: str
-    gen_length: int = 32
-    num_inference_steps: int = 16
-    guidance_scale: float = 7.0
+    gen_length: int = DEFAULTS.gen_length
+    num_inference_steps: int = DEFAULTS.num_inference_steps
+    guidance_scale: float = DEFAULTS.guidance_scale
     scheduler: str = "block-causal"
-    temperature: float = 0.0
+    temperature: float = DEFAULTS.temperature
     seeds: tuple[int, ...] = (OFFICIAL_SEED,)
     dtype: str = "float32"
 

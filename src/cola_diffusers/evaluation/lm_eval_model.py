@@ -20,6 +20,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import simple_parse_args_string
 from tqdm import tqdm
 
+from ..generation.inputs import DEFAULTS
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 
 
@@ -113,8 +114,8 @@ class ColaDLMEvalModel(LM):
     def __init__(
         self,
         pretrained: str | ColaDLMPipeline,
-        steps: int = 16,
-        guidance_scale: float = 7.0,
+        steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float = DEFAULTS.guidance_scale,
         block_length: int | None = None,
         dtype: str | None = None,
         device: str | None = None,
