@@ -1,0 +1,105 @@
+"""Argument types that refuse bad values while parsing, and the arguments several commands share."""
+
+import argparse
+import os
+
+from ..demo import DEMO_MODEL_PATH
+from ..generation.chat import CHAT_FORMATS
+from ..generation.inputs import DEFAULTS
+from ..loaders.layout import REPO_ID, is_official_layout
+from ..schedulers import SCHEDULERS
+
+
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
+
+
+def task_list(value: str) -> list[str]:
+    """Comma-separated task names, each one of the evaluation tasks."""
+    from ..evaluation.data import TASK_NAMES
+
+    tasks = [task.strip() for task in value.split(",") if task.strip()]
+    unknown = [task for task in tasks if task not in TASK_NAMES]
+    if not tasks or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown task {unknown[0] if unknown else value!r}; the tasks are {', '.join(TASK_NAMES)}"
+        )
+    return tasks
+
+
+def existing_path_or_repo(value: str) -> str:
+    """A local folder, or a Hub repo id (`owner/name`); anything else is refused before loading."""
+    if os.path.isdir(value) or (REPO_ID.fullmatch(value) and not os.path.exists(value)):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a checkpoint folder nor a Hub repo id (owner/name)")
+
+
+def official_checkpoint(value: str) -> str:
+    """A folder in the official release layout, or a Hub repo id."""
+    value = existing_path_or_repo(value)
+    if os.path.isdir(value) and not is_official_layout(value):
+        raise argparse.ArgumentTypeError(f"{value} is not in the official layout (no `cola_dlm/` folder)")
+    return value
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def probability(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return number
+
+
+def environment(name: str, default, kind=str):
+    """The official adapter's `COLA_*` environment variable `name` as a default, else `default`."""
+    value = os.environ.get(name)
+    return default if value in (None, "") else kind(value)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, device: str = "CUDA where there is one, else the CPU"):
+    parser.add_argument(
+        "--model",
+        default=DEMO_MODEL_PATH,
+        type=existing_path_or_repo,
+        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
+    )
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="Weights' dtype; auto keeps the checkpoint's.")
+    parser.add_argument("--device", help=f"Where the model runs; default {device}.")
+
+
+def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens: str):
+    """`--chat-format` and `--max-model-len`, shared by `generate` and `serve`."""
+    parser.add_argument(
+        "--chat-format",
+        choices=list(CHAT_FORMATS),
+        help=f"How the messages {chat} become a prompt; default the checkpoint's, else plain.",
+    )
+    parser.add_argument(
+        "--max-model-len",
+        type=positive_int,
+        help=f"Prompt plus {new_tokens} at most; default the checkpoint's, else 4096.",
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, gen_length: int):
+    parser.add_argument("--gen-length", type=positive_int, default=gen_length, help="New tokens per prompt.")
+    parser.add_argument(
+        "--steps", type=positive_int, default=DEFAULTS.num_inference_steps, help="Denoising steps per block."
+    )
+    parser.add_argument("--guidance", type=non_negative_float, default=DEFAULTS.guidance_scale, help="Guidance scale.")
+    parser.add_argument("--scheduler", default="block-causal", choices=list(SCHEDULERS), help="The ODE solver.")
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=DEFAULTS.temperature, help="Token sampling; 0 is greedy."
+    )

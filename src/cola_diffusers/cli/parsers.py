@@ -1,0 +1,123 @@
+"""The parser of each sub-command, added to the sub-parsers `commands` of `cola-diffusers` (or of `eval`)."""
+
+import argparse
+
+from ..generation.inputs import DEFAULTS
+from .arguments import (
+    add_context_arguments,
+    add_model_arguments,
+    add_sampling_arguments,
+    environment,
+    official_checkpoint,
+    positive_int,
+    probability,
+    task_list,
+)
+from .commands import convert, eval_run, eval_score, generate, serve, train
+
+
+SHOW_DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_generate_parser(commands):
+    parser = commands.add_parser("generate", help="Generate text from prompts.", formatter_class=SHOW_DEFAULTS)
+    parser.add_argument("prompt", nargs="*", help='Prompts; the embedded demo model reverses digits: "1234>".')
+    parser.add_argument("--prompt-file", help="More prompts: one per line, or JSONL with a 'prompt' field.")
+    add_model_arguments(parser)
+    add_sampling_arguments(parser, gen_length=64)
+    parser.add_argument("--top-k", type=positive_int, help="Keep the k likeliest tokens (temperature > 0).")
+    parser.add_argument("--top-p", type=probability, help="Nucleus sampling mass (temperature > 0).")
+    parser.add_argument("--block-length", type=positive_int, help="Latents per block; default the model's.")
+    parser.add_argument("--seed", type=int, default=0, help="Prompt i generates with seed + i.")
+    parser.add_argument("--stream", action="store_true", help="Print the text block by block.")
+    parser.add_argument("--chat", action="store_true", help="Send each prompt as one user chat message.")
+    add_context_arguments(parser, chat="with --chat (implied)", new_tokens="new tokens")
+    parser.add_argument("--output", choices=["text", "json"], default="text", help="json: a line per prompt.")
+    parser.set_defaults(func=generate)
+
+
+def add_serve_parser(commands):
+    parser = commands.add_parser("serve", help="Serve an OpenAI-compatible API.", formatter_class=SHOW_DEFAULTS)
+    add_model_arguments(parser, device="$COLA_DEVICE, else CUDA where there is one, else the CPU")
+    parser.set_defaults(device=environment("COLA_DEVICE", None))
+    parser.add_argument(
+        "--served-model-name",
+        "--model-name",
+        default=environment("COLA_MODEL_NAME", None),
+        help="The id clients pass as `model` (the official adapter's is cola-dlm); default $COLA_MODEL_NAME, else "
+        "the folder name or repo id.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--api-key", default=environment("COLA_API_KEY", None), help="Require `Authorization: Bearer KEY`."
+    )
+    add_context_arguments(parser, chat="of chat requests", new_tokens="max_tokens")
+    parser.add_argument(
+        "--max-tokens-limit",
+        type=positive_int,
+        default=environment("COLA_MAX_NEW_TOKENS_LIMIT", 512, int),
+        help="The largest max_tokens a request may ask for.",
+    )
+    parser.add_argument(
+        "--default-max-tokens",
+        type=positive_int,
+        default=environment("COLA_DEFAULT_MAX_NEW_TOKENS", 64, int),
+        help="max_tokens of requests that set none.",
+    )
+    parser.add_argument("--max-batch-size", type=positive_int, default=16, help="Prompts per pipeline call.")
+    parser.add_argument("--max-queue", type=positive_int, default=64, help="Requests waiting or running.")
+    parser.add_argument("--max-request-bytes", type=positive_int, default=2**21, help="Larger request bodies get 413.")
+    parser.set_defaults(func=serve)
+
+
+def add_convert_parser(commands):
+    parser = commands.add_parser(
+        "convert", help="Convert the official layout to the diffusers format.", formatter_class=SHOW_DEFAULTS
+    )
+    parser.add_argument("--checkpoint-path", "--checkpoint_path", required=True, type=official_checkpoint)
+    parser.add_argument("--output-path", "--output_path", required=True)
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    parser.add_argument("--overwrite", action="store_true", help="Write into a folder that is not empty.")
+    parser.set_defaults(func=convert)
+
+
+def add_eval_parser(commands):
+    parser = commands.add_parser("eval", help="Run and score the official benchmark (see docs/evaluation.md).")
+    eval_commands = parser.add_subparsers(dest="eval_command", required=True)
+    add_eval_run_parser(eval_commands)
+    add_eval_score_parser(eval_commands)
+
+
+def add_eval_run_parser(eval_commands):
+    parser = eval_commands.add_parser(
+        "run", help="Generate the answers of benchmark tasks.", formatter_class=SHOW_DEFAULTS
+    )
+    add_model_arguments(parser, device="the process's accelerator, else the CPU")
+    parser.add_argument(
+        "--tasks",
+        required=True,
+        type=task_list,
+        help="Comma-separated: lambada, mmlu, obqa, hellaswag, race, siqa, squad, story_cloze, reverse_digits.",
+    )
+    parser.add_argument("--data", help="Folder of <task>.jsonl records (not needed for reverse_digits).")
+    parser.add_argument("--output", required=True, help="Folder for <task>.jsonl results.")
+    parser.add_argument("--limit", type=positive_int, help="The first N records of every task.")
+    parser.add_argument("--batch-size", type=positive_int, default=20)
+    add_sampling_arguments(parser, gen_length=DEFAULTS.gen_length)
+    parser.add_argument("--seed", type=int, default=66, help="The first noise seed (the official benchmark's).")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="Noise seeds, from --seed on.")
+    parser.add_argument("--resume", action="store_true", help="Continue a run in --output with its settings.")
+    parser.set_defaults(func=eval_run)
+
+
+def add_eval_score_parser(eval_commands):
+    parser = eval_commands.add_parser("score", help="Score every <task>.jsonl of a folder.")
+    parser.add_argument("folder", help="A folder of <task>.jsonl results.")
+    parser.set_defaults(func=eval_score)
+
+
+def add_train_parser(commands):
+    parser = commands.add_parser("train", help="Train a stage from a JSON config (see docs/training.md).")
+    parser.add_argument("--config", required=True, help="JSON file of TrainingConfig settings.")
+    parser.set_defaults(func=train)
