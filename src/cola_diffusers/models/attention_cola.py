@@ -31,6 +31,7 @@ class ColaKVCache:
         max_length: int,
         num_heads: int,
         head_dim: int,
+        *,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ):

@@ -27,6 +27,7 @@ async def lifespan(app: FastAPI):
 def create_app(
     pipe: ColaDLMPipeline,
     model_name: str,
+    *,
     api_key: str | None = None,
     max_tokens_limit: int = 512,
     default_max_tokens: int = 64,

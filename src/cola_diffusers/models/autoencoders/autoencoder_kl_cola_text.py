@@ -58,6 +58,7 @@ class ColaTextAttention(nn.Module, AttentionModuleMixin):
         self,
         dim: int,
         num_heads: int,
+        *,
         qkv_bias: bool,
         out_bias: bool,
         qk_norm: bool,
@@ -109,6 +110,7 @@ class ColaTextBlock(nn.Module):
         dim: int,
         num_heads: int,
         ffn_dim: int,
+        *,
         bias: bool,
         qkv_bias: bool,
         qk_norm: bool,
@@ -120,7 +122,15 @@ class ColaTextBlock(nn.Module):
         super().__init__()
         self.post_norm = post_norm
         self.norm_attn = nn.LayerNorm(dim, eps=eps, elementwise_affine=norm_affine)
-        self.attn = ColaTextAttention(dim, num_heads, qkv_bias, bias, qk_norm, qk_norm_affine, eps)
+        self.attn = ColaTextAttention(
+            dim,
+            num_heads,
+            qkv_bias=qkv_bias,
+            out_bias=bias,
+            qk_norm=qk_norm,
+            qk_norm_affine=qk_norm_affine,
+            eps=eps,
+        )
         self.norm_ff = nn.LayerNorm(dim, eps=eps)
         self.ff = ColaSwiGLU(dim, ffn_dim, bias)
 

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 from ...generation.chat import CHAT_FORMATS
 from ...generation.inputs import DEFAULTS, check_length_inputs, check_prompt_inputs, check_sampling_inputs
 from ...generation.logits import TokenSampling
-from ...generation.stopping import pad_sequences
+from ...generation.stopping import Completion, pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
@@ -23,7 +23,14 @@ from .layout import ColaDLMLayout, GeneratedBlock
 from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 from .prompting import ColaDLMPromptMixin
 from .sampler import BlockSampler, prepare_latents, retrieve_timesteps
-from .streaming import ColaDLMIteratorStreamer, ColaDLMStreamer, TextDeltas, block_chunk, check_preview_every
+from .streaming import (
+    ColaDLMIteratorStreamer,
+    ColaDLMStreamer,
+    TextDeltas,
+    block_chunk,
+    check_preview_every,
+    preview_chunk,
+)
 
 
 EXAMPLE_DOC_STRING = """
@@ -124,6 +131,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         self,
         prompt,
         messages,
+        *,
         chat_format,
         output_type,
         callback_on_step_end_tensor_inputs,
@@ -239,11 +247,11 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         self.check_inputs(
             prompt,
             messages,
-            chat_format,
-            output_type,
-            callback_on_step_end_tensor_inputs,
-            max_sequence_length,
-            preview_every,
+            chat_format=chat_format,
+            output_type=output_type,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            max_sequence_length=max_sequence_length,
+            preview_every=preview_every,
             gen_length=gen_length,
             block_length=block_length,
             num_inference_steps=num_inference_steps,
@@ -290,9 +298,8 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                         )
                         block_latents = step_outputs.pop("latents", block_latents)
                     if streamer is not None and preview_every and (step_index + 1) % preview_every == 0:
-                        streamer.put(
-                            self.preview(sampler, block, block_latents - self.sigma(t) * velocity, step_index)
-                        )
+                        predicted = block_latents - self.sigma(t) * velocity
+                        streamer.put(preview_chunk(self.tokenizer, sampler, block, predicted, step_index))
 
                 clean_latents[:, block.latent_slice] = block_latents
                 logits = sampler.decode_block(block, block_latents)
@@ -312,12 +319,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         if streamer is not None:
             streamer.end()
         self.maybe_free_model_hooks()
-        sequences = pad_sequences(completions, gen_length, pad_token_id, device)
-        output = ColaDLMPipelineOutput(
-            sequences=sequences,
-            texts=[completion.text for completion in completions] if output_type == "text" else None,
-            latents=clean_latents if output_type == "latent" else None,
-        )
+        output = self.output(completions, clean_latents, output_type, gen_length, pad_token_id)
         return output if return_dict else (output.sequences, output.texts, output.latents)
 
     def stream(
@@ -360,6 +362,21 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             raise result["error"]
         return result["output"]
 
+    def output(
+        self,
+        completions: list[Completion],
+        clean_latents: torch.Tensor,
+        output_type: str,
+        gen_length: int,
+        pad_token_id: int,
+    ) -> ColaDLMPipelineOutput:
+        """The kept tokens of every prompt padded to `gen_length`, with the texts or latents `output_type` asks for."""
+        return ColaDLMPipelineOutput(
+            sequences=pad_sequences(completions, gen_length, pad_token_id, self._execution_device),
+            texts=[completion.text for completion in completions] if output_type == "text" else None,
+            latents=clean_latents if output_type == "latent" else None,
+        )
+
     def callback_step(self, block: GeneratedBlock, step_index: int) -> int:
         """The index of a denoising step among all steps of the call, as callbacks count them."""
         return block.index * len(self.scheduler.timesteps) + step_index
@@ -367,22 +384,6 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The noise level of timestep `t`."""
         return t.float() / self.scheduler.config.num_train_timesteps
-
-    def preview(
-        self, sampler: BlockSampler, block: GeneratedBlock, predicted_latents: torch.Tensor, step_index: int
-    ) -> ColaDLMStreamChunk:
-        """A preview chunk: the tokens of a block's predicted clean latents, without its re-emitted prompt tokens."""
-        preview = sampler.decode_block(block, predicted_latents).argmax(-1)
-        trimmed = sampler.layout.num_trimmed_tokens if block.index == 0 else [0] * preview.shape[0]
-        token_ids = [ids[start:] for ids, start in zip(preview.tolist(), trimmed)]
-        return ColaDLMStreamChunk(
-            block_index=block.index,
-            step_index=step_index,
-            token_ids=token_ids,
-            texts=self.tokenizer.batch_decode(token_ids, skip_special_tokens=True),
-            finished=[False] * len(token_ids),
-            is_preview=True,
-        )
 
     def block_progress_bar(self, num_blocks: int, streamer: ColaDLMStreamer | None):
         """The bar of generated blocks; none inside streamed text, where the stream itself shows the progress."""

@@ -3,10 +3,12 @@
 import queue
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from ...generation.stopping import Completion
 from .layout import GeneratedBlock
 from .pipeline_output import ColaDLMStreamChunk
+from .sampler import BlockSampler
 
 
 class ColaDLMStreamer:
@@ -86,4 +88,25 @@ def block_chunk(
         texts=texts,
         finished=[completion.stopped for completion in completions],
         is_preview=False,
+    )
+
+
+def preview_chunk(
+    tokenizer: PreTrainedTokenizerBase,
+    sampler: BlockSampler,
+    block: GeneratedBlock,
+    predicted_latents: torch.Tensor,
+    step_index: int,
+) -> ColaDLMStreamChunk:
+    """A preview chunk: the tokens of a block's predicted clean latents, without its re-emitted prompt tokens."""
+    preview = sampler.decode_block(block, predicted_latents).argmax(-1)
+    trimmed = sampler.layout.num_trimmed_tokens if block.index == 0 else [0] * preview.shape[0]
+    token_ids = [ids[start:] for ids, start in zip(preview.tolist(), trimmed)]
+    return ColaDLMStreamChunk(
+        block_index=block.index,
+        step_index=step_index,
+        token_ids=token_ids,
+        texts=tokenizer.batch_decode(token_ids, skip_special_tokens=True),
+        finished=[False] * len(token_ids),
+        is_preview=True,
     )
