@@ -127,6 +127,34 @@ def cached_attention(
     return torch.cat([hidden_states, uncached])
 
 
+class ColaAttnProcessorMixin:
+    """
+    What the attention processors of the Cola-DLM models share: the backend and parallel config that diffusers'
+    `set_attention_backend` sets, and attention through [`cached_attention`] with them.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        layer_cache: ColaLayerCache | None,
+    ) -> torch.Tensor:
+        return cached_attention(
+            query,
+            key,
+            value,
+            attention_mask,
+            layer_cache,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
+
+
 def check_cache_inputs(
     batch_size: int,
     kv_cache: ColaKVCache | None,

@@ -8,19 +8,16 @@ from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
-from ..attention_cola import ColaKVCache, ColaLayerCache, block_causal_mask, cached_attention, check_cache_inputs
+from ..attention_cola import ColaAttnProcessorMixin, ColaKVCache, ColaLayerCache, block_causal_mask, check_cache_inputs
 from ..embeddings_cola import ColaTextRotaryEmbedding, apply_half_rotary_emb
 from .vae_cola import ColaTextDecoderOutput, ColaTextEncoderOutput, ColaTextLatentDistribution
 
 
-class ColaTextAttnProcessor:
+class ColaTextAttnProcessor(ColaAttnProcessorMixin):
     """
     Processor of [`ColaTextAttention`]: q/k/v projection, q/k LayerNorm over the full width, half-rotation RoPE and
     attention through diffusers' dispatcher, over the layer's key/value cache when there is one.
     """
-
-    _attention_backend = None
-    _parallel_config = None
 
     def __call__(
         self,
@@ -36,15 +33,7 @@ class ColaTextAttnProcessor:
         value = value.unflatten(-1, (attn.heads, attn.head_dim))
         query = apply_half_rotary_emb(query, *rotary_emb)
         key = apply_half_rotary_emb(key, *rotary_emb)
-        hidden_states = cached_attention(
-            query,
-            key,
-            value,
-            attention_mask,
-            layer_cache,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
+        hidden_states = self.attend(query, key, value, attention_mask, layer_cache)
         return attn.to_out(hidden_states.flatten(2, 3))
 
 

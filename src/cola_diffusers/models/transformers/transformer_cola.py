@@ -11,7 +11,7 @@ from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
-from ..attention_cola import ColaKVCache, ColaLayerCache, block_causal_mask, cached_attention, check_cache_inputs
+from ..attention_cola import ColaAttnProcessorMixin, ColaKVCache, ColaLayerCache, block_causal_mask, check_cache_inputs
 from ..embeddings_cola import ColaRotaryEmbedding, ColaTimestepEmbedding, apply_interleaved_rotary_emb
 
 
@@ -44,14 +44,11 @@ class ColaAdaLNTerms:
         )
 
 
-class ColaDiTAttnProcessor:
+class ColaDiTAttnProcessor(ColaAttnProcessorMixin):
     """
     Processor of [`ColaDiTAttention`]: q/k/v projection, per-head q/k LayerNorm, partial interleaved RoPE and
     attention through diffusers' dispatcher, over the layer's key/value cache when there is one.
     """
-
-    _attention_backend = None
-    _parallel_config = None
 
     def __call__(
         self,
@@ -64,15 +61,7 @@ class ColaDiTAttnProcessor:
         query, key, value = attn.to_qkv(hidden_states).unflatten(-1, (3, attn.heads, attn.head_dim)).unbind(2)
         query = apply_interleaved_rotary_emb(attn.norm_q(query), rotary_emb)
         key = apply_interleaved_rotary_emb(attn.norm_k(key), rotary_emb)
-        hidden_states = cached_attention(
-            query,
-            key,
-            value,
-            attention_mask,
-            layer_cache,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
+        hidden_states = self.attend(query, key, value, attention_mask, layer_cache)
         return attn.to_out(hidden_states.flatten(2, 3))
 
 
