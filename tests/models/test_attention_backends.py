@@ -1,0 +1,18 @@
+"""diffusers' `set_attention_backend` reaches the processors of both models, and a backend change keeps outputs."""
+
+import torch
+
+from ..conftest import PROMPTS, make_tiny_pipeline
+
+
+def test_set_attention_backend_reaches_every_processor_and_keeps_the_output():
+    pipe = make_tiny_pipeline(seed=1)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {"gen_length": 6, "num_inference_steps": 2, "output_type": "latent", "eos_early_stop": False}
+    expected = pipe(PROMPTS, generator=torch.Generator().manual_seed(0), **kwargs).latents
+    for model in (pipe.transformer, pipe.vae):
+        model.set_attention_backend("_native_math")
+        processors = [module.processor for module in model.modules() if hasattr(module, "processor")]
+        assert processors and all(p._attention_backend == "_native_math" for p in processors)
+    latents = pipe(PROMPTS, generator=torch.Generator().manual_seed(0), **kwargs).latents
+    torch.testing.assert_close(latents, expected, rtol=1e-4, atol=1e-4)
