@@ -58,6 +58,15 @@ class ColaAdaLNTerms:
         )
 
 
+class ModulationCache:
+    """The timesteps of [`ColaTransformer1DModel.cache_modulation`] and, once computed, their AdaLN table."""
+
+    def __init__(self, timesteps: torch.Tensor):
+        # The embedding sees timesteps rounded to bfloat16: equal roundings share their terms.
+        self.values = torch.cat([timesteps.flatten(), timesteps.new_zeros(1)]).to(torch.bfloat16).float().unique()
+        self.table: tuple[torch.Tensor, ColaAdaLNTerms] | None = None
+
+
 class ColaDiTAttnProcessor(ColaAttnProcessorMixin):
     """
     Processor of [`ColaDiTAttention`]: q/k/v projection, per-head q/k LayerNorm, partial interleaved RoPE and
@@ -259,11 +268,11 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
     def cache_modulation(self, timesteps: torch.Tensor):
         """
         Within this context, passes at any of `timesteps` (or at 0, the timestep of clean latents) take their AdaLN
-        terms from a table computed here in one batched pass, and skip the modulation linears: a third of the DiT's
-        weights. For samplers that run the same timesteps block after block; a pass at another timestep raises.
+        terms from a table computed in one batched pass at the first of them, and skip the modulation linears: a
+        third of the DiT's weights. For samplers that run the same timesteps block after block; a pass at another
+        timestep raises.
         """
-        values = torch.cat([timesteps.flatten(), timesteps.new_zeros(1)]).to(torch.bfloat16).unique()
-        self._modulation_cache = (values, self._adaln_terms(values))
+        self._modulation_cache = ModulationCache(timesteps)
         try:
             yield
         finally:
@@ -271,10 +280,15 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
 
     def _timestep_terms(self, timestep: torch.Tensor) -> ColaAdaLNTerms:
         """The AdaLN terms of `timestep`, from the table of [`cache_modulation`] inside that context."""
-        if self._modulation_cache is None:
+        cache = self._modulation_cache
+        if cache is None:
             return self._adaln_terms(timestep)
-        values, table = self._modulation_cache
-        matches = timestep.to(torch.bfloat16)[..., None] == values
+        if cache.table is None:
+            # Built inside a forward pass, where offloading hooks have put the weights on the execution device.
+            values = cache.values.to(timestep.device)
+            cache.table = (values, self._adaln_terms(values))
+        values, table = cache.table
+        matches = timestep.to(torch.bfloat16).float()[..., None] == values
         # Outside torch.compile a timestep missing from the table is refused rather than given another's terms.
         if not torch.compiler.is_compiling() and not matches.any(-1).all():
             raise ValueError("`timestep` holds a value that is not among the timesteps of `cache_modulation`.")
