@@ -23,7 +23,6 @@ from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import replace_example_docstring
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from ...generation.chat import CHAT_FORMATS
@@ -35,6 +34,7 @@ from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaTex
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from .layout import ColaDLMLayout, GeneratedBlock
 from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
+from .progress import block_progress_bar, end_progress_bar
 from .prompting import ColaDLMPromptMixin
 from .sampler import BlockSampler, prepare_latents, retrieve_timesteps
 from .streaming import (
@@ -296,7 +296,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
 
         # 4. Generate block by block: denoise it from noise, decode it into tokens, commit it as context.
         with (
-            self.block_progress_bar(layout.num_blocks, streamer) as progress_bar,
+            block_progress_bar(self, layout.num_blocks, streamer) as progress_bar,
             self.transformer.cache_modulation(schedule),
         ):
             for block_index in range(layout.num_blocks):
@@ -398,16 +398,3 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The noise level of timestep `t`."""
         return t.float() / self.scheduler.config.num_train_timesteps
-
-    def block_progress_bar(self, num_blocks: int, streamer: ColaDLMStreamer | None):
-        """The bar of generated blocks; none inside streamed text, where the stream itself shows the progress."""
-        if streamer is not None:
-            return tqdm(total=num_blocks, disable=True)
-        return self.progress_bar(total=num_blocks)
-
-
-def end_progress_bar(progress_bar: tqdm, block_index: int, reason: str):
-    """Ends the bar full after `block_index`; when blocks were left over, says why they were not needed."""
-    if block_index + 1 < progress_bar.total:
-        progress_bar.set_postfix_str(reason, refresh=False)
-        progress_bar.total = block_index + 1
