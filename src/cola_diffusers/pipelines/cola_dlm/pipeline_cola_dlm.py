@@ -32,7 +32,7 @@ from ...generation.stopping import Completion, pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
-from .layout import ColaDLMLayout, GeneratedBlock
+from .layout import ColaDLMLayout
 from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 from .progress import block_progress_bar, end_progress_bar
 from .prompting import ColaDLMPromptMixin
@@ -148,11 +148,14 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         *,
         chat_format,
         output_type,
+        callback_on_step_end,
         callback_on_step_end_tensor_inputs,
         max_sequence_length,
         preview_every,
         **sampling_inputs,
     ):
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         check_prompt_inputs(prompt, messages, chat_format)
         check_length_inputs(sampling_inputs["gen_length"], max_sequence_length)
         check_sampling_inputs(**sampling_inputs)
@@ -253,8 +256,6 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             [`ColaDLMPipelineOutput`] or `tuple`: `(sequences, texts, latents)` when `return_dict` is False.
         """
         # 1. Check the inputs; resolve the request's block length, context, sampling, pad token and stops.
-        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
-            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         block_length = self.transformer.config.block_size if block_length is None else block_length
         max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
         stop = [stop] if isinstance(stop, str) else stop
@@ -263,6 +264,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             messages,
             chat_format=chat_format,
             output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             max_sequence_length=max_sequence_length,
             preview_every=preview_every,
@@ -280,12 +282,10 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
 
         # 2. Encode the prompts into latents.
         prompt_token_ids = self.tokenize(prompt, messages, chat_format, max_sequence_length - gen_length)
-        prompt_latents, num_prompt_tokens = self.encode_prompt(prompt_token_ids, block_length, pad_token_id, device)
+        prompt_latents, prompt_lengths = self.encode_prompt(prompt_token_ids, block_length, pad_token_id, device)
 
         # 3. Lay the request out in the caches, prepare the noise and timesteps, prefill the caches with the prompts.
-        layout = ColaDLMLayout.from_prompts(
-            prompt_latents, num_prompt_tokens, gen_length, block_length, self.vae.config
-        )
+        layout = ColaDLMLayout.from_prompts(prompt_latents, prompt_lengths, gen_length, block_length, self.vae.config)
         latents = prepare_latents(self.transformer, layout, generator, device, latents)
         clean_latents, tokens = torch.zeros_like(latents), layout.empty_tokens(pad_token_id)
         schedule = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
@@ -295,10 +295,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         text_deltas = TextDeltas(layout.batch_size)
 
         # 4. Generate block by block: denoise it from noise, decode it into tokens, commit it as context.
-        with (
-            block_progress_bar(self, layout.num_blocks, streamer) as progress_bar,
-            self.transformer.cache_modulation(schedule),
-        ):
+        with block_progress_bar(self, layout.num_blocks, streamer) as bar, self.transformer.cache_modulation(schedule):
             for block_index in range(layout.num_blocks):
                 block = layout.block(block_index, guidance_scale)
                 block_latents = block.repaint(latents[:, block.latent_slice])
@@ -307,10 +304,9 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 for step_index, t in enumerate(schedule):
                     block_latents, velocity = sampler.denoise_step(block, block_latents, t, step_index, len(schedule))
                     if callback_on_step_end is not None:
-                        step_outputs = callback_on_step_end(
-                            self, self.callback_step(block, step_index), t, {"latents": block_latents}
-                        )
-                        block_latents = step_outputs.pop("latents", block_latents)
+                        step = block_index * len(schedule) + step_index
+                        outputs = callback_on_step_end(self, step, t, {"latents": block_latents})
+                        block_latents = outputs.pop("latents", block_latents)
                     if streamer is not None and preview_every and (step_index + 1) % preview_every == 0:
                         predicted = block_latents - self.sigma(t) * velocity
                         streamer.put(preview_chunk(self.tokenizer, sampler, block, predicted, step_index))
@@ -323,9 +319,9 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 last = finished or self.interrupt or block_index + 1 == layout.num_blocks
                 if streamer is not None:
                     streamer.put(block_chunk(block, tokens, completions, text_deltas(completions, last)))
-                progress_bar.update()
+                bar.update()
                 if last:
-                    end_progress_bar(progress_bar, block_index, "every prompt stopped" if finished else "interrupted")
+                    end_progress_bar(bar, block_index, "every prompt stopped" if finished else "interrupted")
                     break
                 sampler.commit_block(block, block_latents)
 
@@ -390,10 +386,6 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             texts=[completion.text for completion in completions] if output_type == "text" else None,
             latents=clean_latents if output_type == "latent" else None,
         )
-
-    def callback_step(self, block: GeneratedBlock, step_index: int) -> int:
-        """The index of a denoising step among all steps of the call, as callbacks count them."""
-        return block.index * len(self.scheduler.timesteps) + step_index
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The noise level of timestep `t`."""
