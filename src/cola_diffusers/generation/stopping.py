@@ -53,6 +53,17 @@ def chat_stop_token_id(tokenizer: PreTrainedTokenizerBase, chat: ChatFormat) -> 
     return ids[0] if len(ids) == 1 else None
 
 
+def resolve_pad_token_id(pad_token_id: int | None, chat_pad_token_id: int | None, default: int | None) -> int:
+    """
+    The pad token of a request: `pad_token_id`, else the chat format's stop token where the format pads with it
+    (`chat_pad_token_id`), else the tokenizer's `default`; a `ValueError` when none is set.
+    """
+    for candidate in (pad_token_id, chat_pad_token_id, default):
+        if candidate is not None:
+            return candidate
+    raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
+
+
 def resolve_stops(
     tokenizer: PreTrainedTokenizerBase,
     stop: list[str] | None,

@@ -83,15 +83,9 @@ class ColaDLMLoopDecoder(ModularPipelineBlocks):
             repetition_penalty=block_state.repetition_penalty,
             generator=block_state.generator,
         )
-        end = block.token_slice.stop
+        new_token_ids = layout.new_token_ids(tokens, block.token_slice.stop, block_state.gen_length)
         block_state.completions = [
-            truncate(
-                components.tokenizer,
-                tokens[row, start : min(start + block_state.gen_length, end)].tolist(),
-                block_state.stop_token_ids,
-                block_state.stop,
-            )
-            for row, start in enumerate(layout.num_trimmed_tokens)
+            truncate(components.tokenizer, ids, block_state.stop_token_ids, block_state.stop) for ids in new_token_ids
         ]
         block_state.finished = all(completion.stopped for completion in block_state.completions)
         return components, block_state

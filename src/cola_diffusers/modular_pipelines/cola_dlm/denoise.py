@@ -12,6 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
+import functools
+
 import torch
 from diffusers.modular_pipelines import (
     BlockState,
@@ -155,24 +157,29 @@ class ColaDLMDenoiseLoopWrapper(LoopSequentialPipelineBlocks):
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
-        layout, device = block_state.sampler.layout, components._execution_device
+        layout = block_state.sampler.layout
+        # Sets the scheduler's schedule of a block, the same for every block; returns its timesteps.
+        block_schedule = functools.partial(
+            retrieve_timesteps,
+            components.scheduler,
+            block_state.num_inference_steps,
+            components._execution_device,
+            block_state.timesteps,
+            block_state.sigmas,
+        )
         block_state.finished = False
-        with self.progress_bar(total=layout.num_blocks) as progress_bar:
+        with (
+            self.progress_bar(total=layout.num_blocks) as progress_bar,
+            components.transformer.cache_modulation(block_schedule()),
+        ):
             for block_index in range(layout.num_blocks):
                 block = block_state.block = layout.block(block_index, block_state.guidance_scale)
                 block_state.block_latents = block.repaint(block_state.latents[:, block.latent_slice])
                 # Every block runs the whole schedule: the scheduler starts afresh.
-                timesteps = retrieve_timesteps(
-                    components.scheduler,
-                    block_state.num_inference_steps,
-                    device,
-                    block_state.timesteps,
-                    block_state.sigmas,
-                )
+                timesteps = block_schedule()
                 block_state.num_steps = len(timesteps)
-                with components.transformer.cache_modulation(timesteps):
-                    for step_index, t in enumerate(timesteps):
-                        components, block_state = self.loop_step(components, block_state, step_index=step_index, t=t)
+                for step_index, t in enumerate(timesteps):
+                    components, block_state = self.loop_step(components, block_state, step_index=step_index, t=t)
                 progress_bar.update()
                 if block_state.finished:
                     break

@@ -28,7 +28,7 @@ from ...generation.inputs import (
     check_token_sampling_inputs,
 )
 from ...generation.prompts import max_sequence_length
-from ...generation.stopping import chat_stop_token_id, resolve_stops
+from ...generation.stopping import chat_stop_token_id, resolve_pad_token_id, resolve_stops
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from ...pipelines.cola_dlm.layout import GeneratedBlock
 from .modular_pipeline import ColaDLMModularPipeline
@@ -174,17 +174,15 @@ class ColaDLMInputStep(ModularPipelineBlocks):
         check_token_sampling_inputs(
             block_state.temperature, block_state.top_k, block_state.top_p, block_state.repetition_penalty
         )
-        chat, turn_stop_token_id = None, None
+        chat, turn_stop_token_id, chat_pad_token_id = None, None, None
         if block_state.messages is not None:
             block_state.chat_format = block_state.chat_format or "plain"
             chat = CHAT_FORMATS[block_state.chat_format]
             turn_stop_token_id = chat_stop_token_id(components.tokenizer, chat)
-            if block_state.pad_token_id is None and chat.pad_with_stop:
-                block_state.pad_token_id = turn_stop_token_id
-        if block_state.pad_token_id is None:
-            block_state.pad_token_id = components.pad_token_id
-        if block_state.pad_token_id is None:
-            raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
+            chat_pad_token_id = turn_stop_token_id if chat.pad_with_stop else None
+        block_state.pad_token_id = resolve_pad_token_id(
+            block_state.pad_token_id, chat_pad_token_id, components.pad_token_id
+        )
         block_state.stop_token_ids, block_state.stop = resolve_stops(
             components.tokenizer,
             block_state.stop,

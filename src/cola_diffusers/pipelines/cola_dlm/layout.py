@@ -165,6 +165,13 @@ class ColaDLMLayout:
         position_ids = self.position_ids[:, : self.max_prefix]
         return gather_latents(prompt_latents, position_ids.clamp(min=0)) * self.slot_valid[:, : self.max_prefix, None]
 
+    def new_token_ids(self, tokens: torch.LongTensor, end: int, gen_length: int) -> list[list[int]]:
+        """Every prompt's new tokens among `tokens[:, :end]`: after its trimmed prompt tokens, at most `gen_length`."""
+        return [
+            tokens[row, start : min(start + gen_length, end)].tolist()
+            for row, start in enumerate(self.num_trimmed_tokens)
+        ]
+
     def empty_tokens(self, pad_token_id: int) -> torch.LongTensor:
         """A `(batch_size, num_blocks * tokens_per_block)` buffer of pad tokens for the sampled tokens."""
         shape = (self.batch_size, self.num_blocks * self.tokens_per_block)

@@ -81,14 +81,11 @@ class ColaDLMPromptMixin:
 
     def chat_pad_token_id(self, messages, chat_format: str | None, pad_token_id: int | None) -> int:
         """The pad token of a request: `pad_token_id`, else the chat format's stop token where it pads, else `<|pad|>`."""
-        if pad_token_id is None and messages is not None:
+        chat_pad_token_id = None
+        if messages is not None:
             turn_stop_token_id, pad_with_stop = self.chat_tokens(chat_format)
-            if pad_with_stop and turn_stop_token_id is not None:
-                pad_token_id = turn_stop_token_id
-        pad_token_id = self.pad_token_id if pad_token_id is None else pad_token_id
-        if pad_token_id is None:
-            raise ValueError("`pad_token_id` is required: the tokenizer has no `<|pad|>` token, pass one explicitly.")
-        return pad_token_id
+            chat_pad_token_id = turn_stop_token_id if pad_with_stop else None
+        return stopping.resolve_pad_token_id(pad_token_id, chat_pad_token_id, self.pad_token_id)
 
     def tokenize(
         self,
@@ -127,11 +124,7 @@ class ColaDLMPromptMixin:
         self, tokens: torch.LongTensor, layout: ColaDLMLayout, end: int, gen_length: int, stops: tuple
     ) -> list[Completion]:
         """
-        The [`Completion`] of every prompt from the tokens sampled so far (`tokens[:, :end]`): those after its
-        trimmed prompt tokens, at most `gen_length`, cut at the first of `stops` (stop tokens, stop strings).
+        The [`Completion`] of every prompt from the tokens sampled so far (`tokens[:, :end]`): its new tokens (see
+        [`ColaDLMLayout.new_token_ids`]) cut at the first of `stops` (stop tokens, stop strings).
         """
-        completions = []
-        for row, start in enumerate(layout.num_trimmed_tokens):
-            new_token_ids = tokens[row, start : min(start + gen_length, end)].tolist()
-            completions.append(self.truncate(new_token_ids, *stops))
-        return completions
+        return [self.truncate(ids, *stops) for ids in layout.new_token_ids(tokens, end, gen_length)]
