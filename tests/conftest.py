@@ -147,6 +147,13 @@ def make_tiny_pipeline(seed: int = 0, transformer_kwargs: dict | None = None, va
     return pipe
 
 
+def save_distilled_checkpoint(pipe: ColaDLMPipeline, folder) -> str:
+    """Saves `pipe`'s components to `folder` as a distilled student's: 1 step per block and guidance 1 by default."""
+    student = ColaDLMPipeline(**pipe.components, default_num_inference_steps=1, default_guidance_scale=1.0)
+    student.save_pretrained(folder)
+    return str(folder)
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return ((actual - expected).norm() / expected.norm()).item()
 

@@ -21,7 +21,7 @@ from diffusers.guiders import ClassifierFreeGuidance
 
 from cola_diffusers import ColaDLMBlocks
 
-from ..conftest import PROMPTS, make_tiny_pipeline
+from ..conftest import PROMPTS, make_tiny_pipeline, save_distilled_checkpoint
 
 
 OUTPUTS = ["sequences", "texts", "latents"]
@@ -105,3 +105,19 @@ def test_init_pipeline_loads_a_saved_pipeline(pipe, noise, tmp_path):
     modular_pipe.set_progress_bar_config(disable=True)
     assert modular_pipe.guider is None
     assert_same_output(pipe, modular_pipe, gen_length=10, num_inference_steps=2, eos_early_stop=False, latents=noise)
+
+
+def test_init_pipeline_takes_the_sampling_defaults_of_a_saved_checkpoint(pipe, noise, tmp_path):
+    modular_pipe = ColaDLMBlocks().init_pipeline(save_distilled_checkpoint(pipe, tmp_path))
+    modular_pipe.load_components()
+    modular_pipe.set_progress_bar_config(disable=True)
+    assert modular_pipe.sampling_defaults() == (1, 1.0) and modular_pipe.sampling_defaults(4, 3.0) == (4, 3.0)
+    kwargs = {"gen_length": 10, "eos_early_stop": False, "latents": noise}
+    # Neither argument given: the saved defaults, 1 step per block and guidance 1.
+    expected = pipe(PROMPTS, output_type="latent", num_inference_steps=1, guidance_scale=1.0, **kwargs)
+    output = modular_pipe(prompt=PROMPTS, output=OUTPUTS, **kwargs)
+    torch.testing.assert_close(output["latents"], expected.latents, rtol=1e-5, atol=1e-5)
+    # Explicit arguments win.
+    expected = pipe(PROMPTS, output_type="latent", num_inference_steps=2, guidance_scale=3.0, **kwargs)
+    output = modular_pipe(prompt=PROMPTS, output=OUTPUTS, num_inference_steps=2, guidance_scale=3.0, **kwargs)
+    torch.testing.assert_close(output["latents"], expected.latents, rtol=1e-5, atol=1e-5)

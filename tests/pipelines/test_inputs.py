@@ -84,6 +84,20 @@ def test_mismatched_vae_and_transformer_are_rejected(pipe):
         ColaDLMPipeline(transformer=transformer, vae=pipe.vae, scheduler=pipe.scheduler, tokenizer=pipe.tokenizer)
 
 
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"default_num_inference_steps": 0}, "`default_num_inference_steps` must be an integer >= 1 or None"),
+        ({"default_num_inference_steps": 2.0}, "`default_num_inference_steps` must be an integer >= 1 or None"),
+        ({"default_guidance_scale": -0.5}, "`default_guidance_scale` must be a number >= 0 or None"),
+        ({"default_guidance_scale": "7"}, "`default_guidance_scale` must be a number >= 0 or None"),
+    ],
+)
+def test_bad_checkpoint_defaults_are_rejected(pipe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ColaDLMPipeline(**pipe.components, **kwargs)
+
+
 def test_transformer_rejects_wrong_shapes(pipe):
     transformer = pipe.transformer
     with pytest.raises(ValueError, match="`hidden_states` must have 8 channels"):

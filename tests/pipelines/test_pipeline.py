@@ -19,7 +19,9 @@ import json
 import pytest
 import torch
 
-from ..conftest import PROMPTS, make_tiny_pipeline
+from cola_diffusers import ColaDLMPipeline
+
+from ..conftest import PROMPTS, make_tiny_pipeline, save_distilled_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +149,41 @@ def test_saved_tokenizer_class_exists_in_every_transformers_version(pipe, tmp_pa
 
 
 def test_save_and_load_round_trip_generates_the_same(pipe, tmp_path):
-    from cola_diffusers import ColaDLMPipeline
-
     pipe.save_pretrained(tmp_path)
     reloaded = ColaDLMPipeline.from_pretrained(tmp_path)
     reloaded.set_progress_bar_config(disable=True)
     noise = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(generate(pipe, latents=noise).sequences, generate(reloaded, latents=noise).sequences)
+
+
+def steps_per_block_and_branches(pipe, **kwargs) -> tuple[float, float, int]:
+    """Scheduler steps per block, guidance scale and the most DiT rows of one pass when `pipe` samples `PROMPTS`."""
+    steps, rows = [], []
+
+    def count(pipeline, step, timestep, callback_kwargs):
+        steps.append(step)
+        return callback_kwargs
+
+    handle = pipe.transformer.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    try:
+        pipe(PROMPTS, gen_length=10, eos_early_stop=False, callback_on_step_end=count, **kwargs)
+    finally:
+        handle.remove()
+    num_blocks = pipe.num_blocks(pipe.tokenize(prompt=PROMPTS), 10)
+    return len(steps) / num_blocks, pipe.guidance_scale, max(rows)
+
+
+def test_a_saved_checkpoint_samples_with_its_own_defaults(pipe, tmp_path):
+    save_distilled_checkpoint(pipe, tmp_path)
+    with open(tmp_path / "model_index.json") as f:
+        index = json.load(f)
+    assert (index["default_num_inference_steps"], index["default_guidance_scale"]) == (1, 1.0)
+    student = ColaDLMPipeline.from_pretrained(tmp_path)
+    student.set_progress_bar_config(disable=True)
+    assert (student.config.default_num_inference_steps, student.config.default_guidance_scale) == (1, 1.0)
+    # One step per block and one branch (3 rows, no unconditional copy); explicit arguments win.
+    assert steps_per_block_and_branches(student) == (1, 1.0, 3)
+    assert steps_per_block_and_branches(student, num_inference_steps=3, guidance_scale=3.0) == (3, 3.0, 6)
+    # A checkpoint that records no defaults samples with 16 steps and guidance 7.
+    assert pipe.config.default_num_inference_steps is None
+    assert steps_per_block_and_branches(pipe) == (16, 7.0, 6)

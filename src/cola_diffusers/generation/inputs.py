@@ -21,7 +21,10 @@ from .chat import CHAT_FORMATS
 
 @dataclass(frozen=True)
 class GenerationDefaults:
-    """The defaults of [`ColaDLMPipeline.__call__`], also used by the modular blocks, the command line and server."""
+    """
+    The defaults of [`ColaDLMPipeline.__call__`], also used by the modular blocks, the command line and server; a
+    checkpoint's `default_num_inference_steps` and `default_guidance_scale` replace the step count and guidance.
+    """
 
     gen_length: int = 32
     num_inference_steps: int = 16
@@ -31,6 +34,30 @@ class GenerationDefaults:
 
 
 DEFAULTS = GenerationDefaults()
+
+
+def check_checkpoint_defaults(default_num_inference_steps, default_guidance_scale):
+    """Raises a `ValueError` for a checkpoint's default step count or guidance scale that a call would refuse."""
+    steps = default_num_inference_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"`default_num_inference_steps` must be an integer >= 1 or None, got {steps!r}.")
+    guidance = default_guidance_scale
+    if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance < 0):
+        raise ValueError(f"`default_guidance_scale` must be a number >= 0 or None, got {guidance!r}.")
+
+
+def resolve_sampling_defaults(
+    num_inference_steps: int | None,
+    guidance_scale: float | None,
+    default_num_inference_steps: int | None = None,
+    default_guidance_scale: float | None = None,
+) -> tuple[int, float]:
+    """The steps per block and guidance scale of a request: those given, else the checkpoint's, else `DEFAULTS`."""
+    if num_inference_steps is None:
+        num_inference_steps = default_num_inference_steps or DEFAULTS.num_inference_steps
+    if guidance_scale is None:
+        guidance_scale = DEFAULTS.guidance_scale if default_guidance_scale is None else default_guidance_scale
+    return num_inference_steps, guidance_scale
 
 
 class PromptTooLongError(ValueError):

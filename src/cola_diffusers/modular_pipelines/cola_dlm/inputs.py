@@ -16,7 +16,7 @@ import inspect
 
 import torch
 from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
-from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
+from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, ConfigSpec, InputParam, OutputParam
 from transformers import PreTrainedTokenizerFast
 
 from ...generation.chat import CHAT_FORMATS
@@ -41,7 +41,9 @@ GEN_LENGTH_INPUT = InputParam(
 # The scheduler steps of every block.
 STEP_INPUTS = [
     InputParam.template(
-        "num_inference_steps", default=DEFAULTS.num_inference_steps, description="Scheduler steps per block."
+        "num_inference_steps",
+        default=None,
+        description="Scheduler steps per block; default the checkpoint's `default_num_inference_steps`, else 16.",
     ),
     InputParam(
         "timesteps",
@@ -54,8 +56,8 @@ STEP_INPUTS = [
     InputParam(
         "guidance_scale",
         type_hint=float,
-        default=DEFAULTS.guidance_scale,
-        description="Classifier-free guidance scale; ignored when the pipeline has a `guider`.",
+        description="Classifier-free guidance scale; default the checkpoint's `default_guidance_scale`, else 7.0; "
+        "ignored when the pipeline has a `guider`.",
     ),
 ]
 
@@ -107,9 +109,16 @@ class ColaDLMInputStep(ModularPipelineBlocks):
     def description(self) -> str:
         return (
             "Input step that checks the generation arguments and resolves their defaults: `block_length` from the "
-            "transformer, `pad_token_id`, `max_sequence_length` and the stop tokens from the tokenizer and the chat "
-            "format."
+            "transformer, `num_inference_steps` and `guidance_scale` from the pipeline config, `pad_token_id`, "
+            "`max_sequence_length` and the stop tokens from the tokenizer and the chat format."
         )
+
+    @property
+    def expected_configs(self) -> list[ConfigSpec]:
+        return [
+            ConfigSpec("default_num_inference_steps", None, "The checkpoint's steps per block; None keeps 16."),
+            ConfigSpec("default_guidance_scale", None, "The checkpoint's guidance scale; None keeps 7.0."),
+        ]
 
     @property
     def expected_components(self) -> list[ComponentSpec]:
@@ -162,6 +171,9 @@ class ColaDLMInputStep(ModularPipelineBlocks):
         block_state = self.get_block_state(state)
         if block_state.block_length is None:
             block_state.block_length = components.default_block_length
+        block_state.num_inference_steps, block_state.guidance_scale = components.sampling_defaults(
+            block_state.num_inference_steps, block_state.guidance_scale
+        )
         if block_state.max_sequence_length is None:
             block_state.max_sequence_length = max_sequence_length(components.tokenizer)
         if isinstance(block_state.stop, str):

@@ -14,6 +14,8 @@
 
 from diffusers.modular_pipelines import ModularPipeline
 
+from ...generation.inputs import resolve_sampling_defaults
+
 
 class ColaDLMModularPipeline(ModularPipeline):
     """
@@ -24,6 +26,20 @@ class ColaDLMModularPipeline(ModularPipeline):
     def default_block_length(self) -> int:
         """Latents per generated block by default: the transformer's `block_size`."""
         return self.transformer.config.block_size
+
+    def sampling_defaults(
+        self, num_inference_steps: int | None = None, guidance_scale: float | None = None
+    ) -> tuple[int, float]:
+        """
+        The steps per block and guidance scale of a call: those given, else the pipeline config's
+        `default_num_inference_steps` and `default_guidance_scale` (read from `model_index.json`), else 16 and 7.0.
+        """
+        return resolve_sampling_defaults(
+            num_inference_steps,
+            guidance_scale,
+            self.config.get("default_num_inference_steps"),
+            self.config.get("default_guidance_scale"),
+        )
 
     @property
     def pad_token_id(self) -> int | None:

@@ -26,7 +26,14 @@ from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedTokenizerFast
 
 from ...generation.chat import CHAT_FORMATS
-from ...generation.inputs import DEFAULTS, check_length_inputs, check_prompt_inputs, check_sampling_inputs
+from ...generation.inputs import (
+    DEFAULTS,
+    check_checkpoint_defaults,
+    check_length_inputs,
+    check_prompt_inputs,
+    check_sampling_inputs,
+    resolve_sampling_defaults,
+)
 from ...generation.logits import TokenSampling
 from ...generation.stopping import Completion, pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
@@ -84,6 +91,10 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             (`■` for `"text"`, `<|im_end|>` for `"chatml"`); the official `sft_stop_token_id`.
         chat_pad_with_stop (`bool`, *optional*): Pad chat prompts with the stop token instead of `<|pad|>`; default
             True for `"text"`, as the official chat CLI does, else False (the official `sft_pad_with_stop`).
+        default_num_inference_steps (`int`, *optional*): The checkpoint's steps per block when a call sets none,
+            e.g. 1 for a distilled student; None keeps 16. Saved with the pipeline.
+        default_guidance_scale (`float`, *optional*): The checkpoint's guidance scale when a call sets none, e.g. 1
+            for a distilled student; None keeps 7.0. Saved with the pipeline.
     """
 
     model_cpu_offload_seq = "vae->transformer"
@@ -100,10 +111,13 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         chat_format: str | None = None,
         chat_stop_token_id: int | None = None,
         chat_pad_with_stop: bool | None = None,
+        default_num_inference_steps: int | None = None,
+        default_guidance_scale: float | None = None,
     ):
         super().__init__()
         if chat_format is not None and chat_format not in CHAT_FORMATS:
             raise ValueError(f"`chat_format` must be one of {list(CHAT_FORMATS)} or None, got {chat_format!r}.")
+        check_checkpoint_defaults(default_num_inference_steps, default_guidance_scale)
         in_channels = transformer.config.in_channels
         latent_channels = (in_channels, transformer.config.out_channels or in_channels)
         if latent_channels != (vae.config.latent_dim,) * 2:
@@ -120,7 +134,11 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             transformer=transformer, vae=vae, scheduler=scheduler, tokenizer=tokenizer, guider=guider
         )
         self.register_to_config(
-            chat_format=chat_format, chat_stop_token_id=chat_stop_token_id, chat_pad_with_stop=chat_pad_with_stop
+            chat_format=chat_format,
+            chat_stop_token_id=chat_stop_token_id,
+            chat_pad_with_stop=chat_pad_with_stop,
+            default_num_inference_steps=default_num_inference_steps,
+            default_guidance_scale=default_guidance_scale,
         )
 
     def register_to_config(self, **kwargs):
@@ -128,6 +146,20 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         if kwargs.get("tokenizer") == ("transformers", PreTrainedTokenizerFast.__name__):
             kwargs["tokenizer"] = ("transformers", "PreTrainedTokenizerFast")
         super().register_to_config(**kwargs)
+
+    def sampling_defaults(
+        self, num_inference_steps: int | None = None, guidance_scale: float | None = None
+    ) -> tuple[int, float]:
+        """
+        The steps per block and guidance scale of a call: those given, else the checkpoint's
+        `default_num_inference_steps` and `default_guidance_scale`, else 16 and 7.0.
+        """
+        return resolve_sampling_defaults(
+            num_inference_steps,
+            guidance_scale,
+            self.config.default_num_inference_steps,
+            self.config.default_guidance_scale,
+        )
 
     @property
     def guidance_scale(self):
@@ -179,10 +211,10 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         chat_format: str | None = None,
         gen_length: int = DEFAULTS.gen_length,
         block_length: int | None = None,
-        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        num_inference_steps: int | None = None,
         timesteps: list[float] | None = None,
         sigmas: list[float] | None = None,
-        guidance_scale: float = DEFAULTS.guidance_scale,
+        guidance_scale: float | None = None,
         temperature: float = DEFAULTS.temperature,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -215,13 +247,15 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 string or token ends the answer.
             gen_length (`int`, defaults to 32): Number of new tokens per prompt.
             block_length (`int`, *optional*): Latents per generated block; defaults to the transformer's `block_size`.
-            num_inference_steps (`int`, defaults to 16): Scheduler steps per block.
+            num_inference_steps (`int`, *optional*): Scheduler steps per block; defaults to the checkpoint's
+                `default_num_inference_steps`, else 16.
             timesteps (`list[float]`, *optional*), sigmas (`list[float]`, *optional*): A custom schedule of every
                 block, for schedulers whose `set_timesteps` accepts it.
-            guidance_scale (`float`, defaults to 7.0): Classifier-free guidance between the conditional velocity
+            guidance_scale (`float`, *optional*): Classifier-free guidance between the conditional velocity
                 (block + context) and the unconditional one (block alone); 1 runs one pass per step. A prompt
                 shorter than one block has no context for its first block, which is generated with scale 1.
-                Ignored when the pipeline has a `guider`.
+                Defaults to the checkpoint's `default_guidance_scale`, else 7.0; ignored when the pipeline has a
+                `guider`.
             temperature (`float`, defaults to 0.0): Token sampling temperature; 0 is greedy.
             top_k (`int`, *optional*), top_p (`float`, *optional*): Token filters when `temperature > 0`.
             repetition_penalty (`float`, defaults to 1.1): Penalty of tokens sampled in earlier blocks.
@@ -255,8 +289,9 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         Returns:
             [`ColaDLMPipelineOutput`] or `tuple`: `(sequences, texts, latents)` when `return_dict` is False.
         """
-        # 1. Check the inputs; resolve the request's block length, context, sampling, pad token and stops.
+        # 1. Check the inputs; resolve the request's block length, steps, context, sampling, pad token and stops.
         block_length = self.transformer.config.block_size if block_length is None else block_length
+        num_inference_steps, guidance_scale = self.sampling_defaults(num_inference_steps, guidance_scale)
         max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
         stop = [stop] if isinstance(stop, str) else stop
         self.check_inputs(
