@@ -24,11 +24,12 @@ import time
 
 import httpx
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from cola_diffusers.cli import main
 
-from .conftest import FIXTURE_DIR
+from .conftest import FIXTURE_DIR, make_tiny_pipeline, save_distilled_checkpoint
 
 
 COMMAND = [sys.executable, "-m", "cola_diffusers.cli"]
@@ -107,6 +108,24 @@ def test_generate_flags(tmp_path, capsys):
     assert capsys.readouterr().out == first and first.strip() != "4321"
     main(["generate", "1234>", "--scheduler", "unipc", "--steps", "8", "--block-length", "4", "--chat"])
     assert capsys.readouterr().out.strip() == "4321"
+
+
+def test_generate_samples_with_the_sampling_defaults_of_the_checkpoint(tmp_path, capsys):
+    pipe = make_tiny_pipeline(seed=3)
+    folder = save_distilled_checkpoint(pipe, tmp_path / "student")
+
+    def pipeline_text(**kwargs):
+        generator = [torch.Generator().manual_seed(0)]
+        return pipe(["the river"], gen_length=8, generator=generator, **kwargs).texts[0]
+
+    def cli_text(*flags):
+        main(["generate", "the river", "--model", folder, "--gen-length", "8", "--output", "json", *flags])
+        return json.loads(capsys.readouterr().out)["text"]
+
+    distilled, full = pipeline_text(num_inference_steps=1, guidance_scale=1.0), pipeline_text()
+    assert distilled != full
+    assert cli_text() == distilled
+    assert cli_text("--steps", "16", "--guidance", "7") == full
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ from cola_diffusers.evaluation.data import demo_records, load_records
 from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, record_noise, record_seed, run_task
 from cola_diffusers.evaluation.tasks import OFFICIAL_TASKS
 
-from ..conftest import CPU_LAUNCH, FIXTURE_DIR, FIXTURES
+from ..conftest import CPU_LAUNCH, FIXTURE_DIR, FIXTURES, save_distilled_checkpoint
 
 
 INPUTS_DIR = str(FIXTURES / "benchmark_inputs")
@@ -207,6 +207,23 @@ def test_bad_input_is_named_before_any_model_work(tmp_path, capsys, arguments, m
     assert re.search(message, capsys.readouterr().err)
     # Refused before the model (a Hub id that cannot be reached) was even looked for.
     assert not (tmp_path / "out").exists()
+
+
+def test_the_run_records_the_steps_and_guidance_of_the_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    demo = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    assert EvalSettings(model=DEMO_MODEL_PATH).resolved(demo).num_inference_steps == 16
+    student = save_distilled_checkpoint(demo, tmp_path / "student")
+    arguments = ["eval", "run", "--model", student, "--tasks", "reverse_digits", "--limit", "2"]
+    arguments += ["--output", str(tmp_path / "out")]
+    main(arguments)
+    recorded = json.loads((tmp_path / "out" / "run_config.json").read_text())
+    assert (recorded["num_inference_steps"], recorded["guidance_scale"]) == (1, 1.0)
+    # A resumed run without flags resolves the same values; one with other steps is refused.
+    main([*arguments, "--resume"])
+    with pytest.raises(SystemExit):
+        main([*arguments, "--resume", "--steps", "16"])
+    assert "num_inference_steps: 1 there, 16 now" in capsys.readouterr().err
 
 
 def test_score_command_prints_and_writes_the_summary(tmp_path, capsys):

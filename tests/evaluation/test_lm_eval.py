@@ -26,7 +26,7 @@ import torch
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH, demo_prompt
 
-from ..conftest import FIXTURES
+from ..conftest import FIXTURES, save_distilled_checkpoint
 
 
 pytest.importorskip("lm_eval")
@@ -151,6 +151,19 @@ def test_model_args_override_command_line_defaults():
     )
     assert (model.batch_size, model.num_inference_steps, model.guidance_scale) == (8, 4, 3.0)
     assert model.pipe.transformer.dtype == torch.bfloat16 and model.device == torch.device("cpu")
+
+
+def test_steps_and_guidance_default_to_the_checkpoint_defaults(pipe, tmp_path):
+    folder = save_distilled_checkpoint(pipe, tmp_path)
+    student = ColaDLMEvalModel(folder, device="cpu")
+    assert (student.num_inference_steps, student.guidance_scale) == (1, 1.0)
+    explicit = ColaDLMEvalModel(student.pipe, steps=4, guidance_scale=3, device="cpu")
+    assert (explicit.num_inference_steps, explicit.guidance_scale) == (4, 3.0)
+    plain = ColaDLMEvalModel(pipe, device="cpu")
+    assert (plain.num_inference_steps, plain.guidance_scale) == (16, 7.0)
+    generator = [torch.Generator().manual_seed(SEED)]
+    expected = pipe(["1234>"], gen_length=4, generator=generator, num_inference_steps=1, guidance_scale=1.0).texts
+    assert student.generate_until([request("1234>", {"max_gen_toks": 4})], disable_tqdm=True) == expected
 
 
 def test_likelihood_requests_are_refused_with_the_reason(pipe):

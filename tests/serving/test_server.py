@@ -25,13 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+import torch
 import uvicorn
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH
 from cola_diffusers.serving import create_app
 
-from ..conftest import FIXTURE_DIR, make_chat_pipeline
+from ..conftest import FIXTURE_DIR, make_chat_pipeline, make_tiny_pipeline, save_distilled_checkpoint
 
 
 API_KEY = "sk-test-key"
@@ -199,6 +200,26 @@ def test_concurrent_requests_are_batched_and_batch_invariant(demo_app, http):
     assert all(response.status_code == 200 for response in together + alone)
     assert [r.json()["choices"] for r in together] == [r.json()["choices"] for r in alone]
     assert max(batch_sizes) > 1 and sum(batch_sizes) == 32
+
+
+def test_requests_that_set_no_steps_or_guidance_take_the_checkpoint_defaults(tmp_path):
+    pipe = make_tiny_pipeline(seed=3)
+    student = ColaDLMPipeline.from_pretrained(save_distilled_checkpoint(pipe, tmp_path))
+    student.set_progress_bar_config(disable=True)
+
+    def pipeline_text(**kwargs):
+        return pipe("the river", gen_length=8, generator=[torch.Generator().manual_seed(5)], **kwargs).texts[0]
+
+    distilled, full = pipeline_text(num_inference_steps=1, guidance_scale=1.0), pipeline_text()
+    assert distilled != full
+    body = {"model": "student", "prompt": "the river", "max_tokens": 8, "seed": 5}
+    with serve(create_app(student, "student")) as url:
+        default = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
+        explicit = httpx.post(
+            f"{url}/v1/completions", json={**body, "num_inference_steps": 16, "guidance_scale": 7.0}, timeout=30
+        )
+    assert default.json()["choices"][0]["text"] == distilled
+    assert explicit.json()["choices"][0]["text"] == full
 
 
 @pytest.mark.parametrize(

@@ -110,9 +110,15 @@ def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens
 def add_sampling_arguments(parser: argparse.ArgumentParser, gen_length: int):
     parser.add_argument("--gen-length", type=positive_int, default=gen_length, help="New tokens per prompt.")
     parser.add_argument(
-        "--steps", type=positive_int, default=DEFAULTS.num_inference_steps, help="Denoising steps per block."
+        "--steps",
+        type=positive_int,
+        help=f"Denoising steps per block; default the checkpoint's, else {DEFAULTS.num_inference_steps}.",
     )
-    parser.add_argument("--guidance", type=non_negative_float, default=DEFAULTS.guidance_scale, help="Guidance scale.")
+    parser.add_argument(
+        "--guidance",
+        type=non_negative_float,
+        help=f"Guidance scale; default the checkpoint's, else {DEFAULTS.guidance_scale:g}.",
+    )
     parser.add_argument("--scheduler", default="block-causal", choices=list(SCHEDULERS), help="The ODE solver.")
     parser.add_argument(
         "--temperature", type=non_negative_float, default=DEFAULTS.temperature, help="Token sampling; 0 is greedy."

@@ -197,10 +197,13 @@ def eval_run(args):
     )
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     check_run_config(args.output, settings, args.resume)
+    pipe = load_pipeline(args, default_device=state.device)
+    # The run records the steps and guidance it generates with: the checkpoint's where no flag set them.
+    settings = settings.resolved(pipe)
+    check_run_config(args.output, settings, args.resume)
     state.wait_for_everyone()  # every process checks the folder before the main one records this run in it
     if state.is_main_process:
         write_run_config(args.output, settings)
-    pipe = load_pipeline(args, default_device=state.device)
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     for task, task_records in records.items():

@@ -25,7 +25,7 @@ records.
 import json
 import os
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from accelerate import PartialState
@@ -49,7 +49,8 @@ class EvalSettings:
     Args:
         model (`str`): The checkpoint, recorded so that runs of different models are not mixed.
         gen_length (`int`): New tokens per record.
-        num_inference_steps (`int`), guidance_scale (`float`): Steps per block and guidance.
+        num_inference_steps (`int`, *optional*), guidance_scale (`float`, *optional*): Steps per block and
+            guidance; None for the checkpoint's defaults (see [`~EvalSettings.resolved`]).
         scheduler (`str`): A name of `cola_diffusers.schedulers.SCHEDULERS`.
         temperature (`float`): 0 is greedy.
         seeds (`tuple[int, ...]`): The noise seeds; each record is generated once per seed.
@@ -58,12 +59,17 @@ class EvalSettings:
 
     model: str
     gen_length: int = DEFAULTS.gen_length
-    num_inference_steps: int = DEFAULTS.num_inference_steps
-    guidance_scale: float = DEFAULTS.guidance_scale
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
     scheduler: str = "block-causal"
     temperature: float = DEFAULTS.temperature
     seeds: tuple[int, ...] = (OFFICIAL_SEED,)
     dtype: str = "float32"
+
+    def resolved(self, pipe: ColaDLMPipeline) -> "EvalSettings":
+        """These settings with the steps and guidance `pipe` generates with where they are None."""
+        num_inference_steps, guidance_scale = pipe.sampling_defaults(self.num_inference_steps, self.guidance_scale)
+        return replace(self, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
 
 
 def record_seed(record_id) -> int:
@@ -168,7 +174,10 @@ def repair_last_line(path: str):
 
 
 def check_run_config(output_dir: str, settings: EvalSettings, resume: bool):
-    """Refuses a folder that holds another run's results, unless `resume` and the same settings."""
+    """
+    Refuses a folder that holds another run's results, unless `resume` and the same settings; settings left to the
+    checkpoint (None) are compared once resolved.
+    """
     path = os.path.join(output_dir, RUN_CONFIG)
     if not os.path.isdir(output_dir):
         return
@@ -187,7 +196,7 @@ def check_run_config(output_dir: str, settings: EvalSettings, resume: bool):
     with open(path, encoding="utf-8") as file:
         recorded = json.load(file)
     current = settings_record(settings)
-    changed = sorted(key for key in current if recorded.get(key) != current[key])
+    changed = sorted(key for key in current if current[key] is not None and recorded.get(key) != current[key])
     if changed:
         details = ", ".join(f"{key}: {recorded.get(key)!r} there, {current[key]!r} now" for key in changed)
         raise ValueError(f"{output_dir} holds a run with other settings ({details}); it cannot be resumed with these.")

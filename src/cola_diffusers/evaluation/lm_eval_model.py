@@ -34,7 +34,6 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import simple_parse_args_string
 from tqdm import tqdm
 
-from ..generation.inputs import DEFAULTS
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 
 
@@ -113,8 +112,10 @@ class ColaDLMEvalModel(LM):
     Args:
         pretrained (`str` or [`ColaDLMPipeline`]): A checkpoint folder or Hub repo id (diffusers or official layout),
             or a loaded pipeline.
-        steps (`int`, defaults to 16): Scheduler steps per block (`num_inference_steps`).
-        guidance_scale (`float`, defaults to 7.0): Classifier-free guidance scale.
+        steps (`int`, *optional*): Scheduler steps per block (`num_inference_steps`); default the checkpoint's
+            `default_num_inference_steps`, else 16.
+        guidance_scale (`float`, *optional*): Classifier-free guidance scale; default the checkpoint's
+            `default_guidance_scale`, else 7.0.
         block_length (`int`, *optional*): Latents per generated block; default the transformer's `block_size`.
         dtype (`str`, *optional*): `"bf16"`, `"bfloat16"`, `"fp16"`, `"float32"`, ...; default the checkpoint's.
         device (`str`, *optional*): Default `"cuda"` where available, else `"cpu"`.
@@ -128,8 +129,8 @@ class ColaDLMEvalModel(LM):
     def __init__(
         self,
         pretrained: str | ColaDLMPipeline,
-        steps: int = DEFAULTS.num_inference_steps,
-        guidance_scale: float = DEFAULTS.guidance_scale,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
         block_length: int | None = None,
         dtype: str | None = None,
         device: str | None = None,
@@ -150,8 +151,8 @@ class ColaDLMEvalModel(LM):
         self._device = torch.device(resolve_device(device))
         self.pipe.to(self._device)
         self.pipe.set_progress_bar_config(disable=True)
-        self.num_inference_steps = int(steps)
-        self.guidance_scale = float(guidance_scale)
+        steps, guidance_scale = self.pipe.sampling_defaults(steps, guidance_scale)
+        self.num_inference_steps, self.guidance_scale = int(steps), float(guidance_scale)
         self.block_length = None if block_length is None else int(block_length)
         self.batch_size = int(batch_size)
         self.seed = int(seed)

@@ -53,8 +53,9 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     stream_options: dict | None = None
     user: str | None = None
-    num_inference_steps: int = Field(default=DEFAULTS.num_inference_steps, ge=1, le=256)
-    guidance_scale: float = Field(default=DEFAULTS.guidance_scale, ge=0.0, le=100.0)
+    # None: the served checkpoint's `default_num_inference_steps` and `default_guidance_scale`, else 16 and 7.0.
+    num_inference_steps: int | None = Field(default=None, ge=1, le=256)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
     block_length: int | None = Field(default=None, ge=1, le=256)
 
     def stop_strings(self) -> tuple[str, ...] | None:

@@ -63,12 +63,18 @@ async def prompt_lengths(
 
 
 def generation_settings(
-    body: CompletionRequest | ChatCompletionRequest, max_tokens: int, chat: bool, config: ServingConfig
+    body: CompletionRequest | ChatCompletionRequest,
+    max_tokens: int,
+    chat: bool,
+    config: ServingConfig,
+    pipe: ColaDLMPipeline,
 ) -> GenerationSettings:
+    """The settings of a request; steps and guidance it leaves unset are the checkpoint's defaults."""
+    num_inference_steps, guidance_scale = pipe.sampling_defaults(body.num_inference_steps, body.guidance_scale)
     return GenerationSettings(
         max_tokens=max_tokens,
-        num_inference_steps=body.num_inference_steps,
-        guidance_scale=body.guidance_scale,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
         block_length=body.block_length,
         temperature=body.temperature,
         top_k=body.top_k,
@@ -92,7 +98,7 @@ async def validated_job(
     chat = isinstance(body, ChatCompletionRequest)
     inputs = body.pipeline_inputs()
     lengths = await prompt_lengths(pipe, inputs, chat, max_tokens, config)
-    settings = generation_settings(body, max_tokens, chat, config)
+    settings = generation_settings(body, max_tokens, chat, config, pipe)
     seed = random.randrange(2**62) if body.seed is None else body.seed
     rows = [item for item in inputs for _ in range(body.n)]
     job = GenerationJob(
