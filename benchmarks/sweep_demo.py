@@ -16,6 +16,8 @@
 Accuracy and speed against steps per block, for every scheduler, and against guidance, on the embedded demo model.
 
     python benchmarks/sweep_demo.py --output benchmarks/sweep_demo
+    python benchmarks/sweep_demo.py --model src/cola_diffusers/demo/reverse_digits_fast --guidance 1 --steps 1 \
+        --output benchmarks/sweep_demo_fast                   # the distilled student
 
 Every configuration answers the 500 held-out strings of the demo task (`cola-diffusers eval run --tasks
 reverse_digits`) with each record's official per-record noise, greedy, scored by exact match. Writes
@@ -43,9 +45,9 @@ STEPS = (1, 2, 4, 8, 16, 32)
 GUIDANCE = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
 
 
-def measure(pipe, records, seeds, batch_size, **settings) -> dict:
+def measure(pipe, model, records, seeds, batch_size, **settings) -> dict:
     """Accuracy (mean over seeds, percent), new tokens per second and DiT evaluations per block of one setting."""
-    settings = EvalSettings(model=DEMO_MODEL_PATH, **settings)
+    settings = EvalSettings(model=model, **settings)
     accuracies, tokens, seconds = [], 0, 0.0
     for seed in seeds:
         correct = 0
@@ -70,7 +72,7 @@ def measure(pipe, records, seeds, batch_size, **settings) -> dict:
     }
 
 
-def plot(rows: list[dict], path: str):
+def plot(rows: list[dict], path: str, guidance: float, steps: int):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,11 +84,11 @@ def plot(rows: list[dict], path: str):
         by_steps.plot([p["num_inference_steps"] for p in points], [p["accuracy"] for p in points], "o-", label=name)
     by_steps.set(xscale="log", xlabel="steps per block", ylabel="exact match, % (500 held-out strings)")
     by_steps.set_xticks(STEPS, [str(steps) for steps in STEPS])
-    by_steps.set_title("Demo task: accuracy against steps (guidance 7)")
+    by_steps.set_title(f"Demo task: accuracy against steps (guidance {guidance:g})")
     by_steps.legend()
     points = [row for row in rows if row["sweep"] == "guidance"]
     by_guidance.plot([p["guidance_scale"] for p in points], [p["accuracy"] for p in points], "o-")
-    by_guidance.set(xlabel="guidance scale", ylabel="exact match, %", title="Against guidance (16 steps, default)")
+    by_guidance.set(xlabel="guidance scale", ylabel="exact match, %", title=f"Against guidance ({steps} steps)")
     for axis in (by_steps, by_guidance):
         axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -99,20 +101,30 @@ def main():
     parser.add_argument("--seeds", type=int, default=2, help="Noise seeds, from the official 66 on.")
     parser.add_argument("--limit", type=int, default=500, help="Held-out strings per setting.")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--model", default=DEMO_MODEL_PATH, help="The checkpoint to sweep.")
+    parser.add_argument("--guidance", type=float, default=7.0, help="Guidance of the steps sweep.")
+    parser.add_argument("--steps", type=int, default=16, help="Steps per block of the guidance sweep.")
     args = parser.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
-    pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    pipe = ColaDLMPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     default_config = pipe.scheduler.config
     records, seeds = demo_records()[: args.limit], tuple(range(66, 66 + args.seeds))
-    settings = [("steps", name, steps, 7.0) for name in SCHEDULERS for steps in STEPS]
-    settings += [("guidance", "block-causal", 16, guidance) for guidance in GUIDANCE]
+    settings = [("steps", name, steps, args.guidance) for name in SCHEDULERS for steps in STEPS]
+    settings += [("guidance", "block-causal", args.steps, guidance) for guidance in GUIDANCE]
     rows = []
     for sweep, name, steps, guidance in tqdm(settings, desc="settings"):
         pipe.scheduler = scheduler_from_name(name, default_config)
         row = measure(
-            pipe, records, seeds, args.batch_size, scheduler=name, num_inference_steps=steps, guidance_scale=guidance
+            pipe,
+            args.model,
+            records,
+            seeds,
+            args.batch_size,
+            scheduler=name,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
         )
         rows.append({"sweep": sweep, **row})
 
@@ -123,7 +135,7 @@ def main():
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, os.path.join(args.output, "sweep_demo.png"))
+    plot(rows, os.path.join(args.output, "sweep_demo.png"), args.guidance, args.steps)
 
     print("| sweep | scheduler | steps | DiT evaluations / block | guidance | exact match % | ± | tokens/s |")
     print("|---|---|---|---|---|---|---|---|")

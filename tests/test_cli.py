@@ -68,7 +68,7 @@ def test_help_and_argument_errors_import_no_heavy_module():
 @pytest.mark.parametrize(
     "arguments,message",
     [
-        (["generate", "x", "--model", "./nope"], "'./nope' is neither a checkpoint folder nor a Hub repo id"),
+        (["generate", "x", "--model", "./nope"], "'./nope' is neither a checkpoint folder, a Hub repo id"),
         (["generate", "x", "--model", "ByteDance-Seed/Cola-DLM"], "Cannot reach the Hub for ByteDance-Seed/Cola-DLM"),
         (["generate", ""], "Prompt 0 is empty"),
         (["generate"], "Give a prompt, several prompts, or --prompt-file"),

@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from cola_diffusers import ColaDLMPipeline
-from cola_diffusers.demo import DEMO_MODEL_PATH, demo_answer, demo_examples, demo_prompt
+from cola_diffusers.demo import DEMO_FAST_MODEL_PATH, DEMO_MODEL_PATH, demo_answer, demo_examples, demo_prompt
 from cola_diffusers.evaluation.data import demo_records
 from cola_diffusers.evaluation.generation import EvalSettings, run_task
 from cola_diffusers.evaluation.scoring import score_directory
@@ -43,11 +43,24 @@ def test_embedded_model_reverses_held_out_digits(tmp_path):
     assert score_directory(tmp_path)["reverse_digits"].accuracy >= 75
 
 
+def test_embedded_student_reverses_held_out_digits_in_one_unguided_step(tmp_path):
+    pipe = ColaDLMPipeline.from_pretrained(DEMO_FAST_MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    pipe.transformer.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    # The checkpoint's own defaults: no steps or guidance given.
+    run_task(pipe, "reverse_digits", demo_records()[:100], EvalSettings(model=DEMO_FAST_MODEL_PATH), tmp_path, 100)
+    assert score_directory(tmp_path)["reverse_digits"].accuracy >= 80
+    # A prefill, then per block one pass of the 100 prompts alone (no unguided branch) and a commit.
+    assert len(calls) <= 1 + 2 * 9 and set(calls) == {100}
+
+
 @pytest.mark.slow
-def test_command_line_uses_the_embedded_model_by_default():
+@pytest.mark.parametrize("model", [[], ["--model", "demo-fast"]], ids=["default", "demo-fast"])
+def test_command_line_uses_the_embedded_model_by_default(model):
     digits = demo_examples("held_out")[0]
     result = subprocess.run(
-        [sys.executable, "-m", "cola_diffusers.cli", "generate", demo_prompt(digits)],
+        [sys.executable, "-m", "cola_diffusers.cli", "generate", demo_prompt(digits), *model],
         check=False,
         capture_output=True,
         text=True,

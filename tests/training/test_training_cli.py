@@ -53,7 +53,10 @@ BAD_CONFIGS = {
         {**GOOD, "max_step": 3},
         ["`{path}`", "unknown training setting `max_step`; did you mean `max_steps`?"],
     ),
-    "unknown_stage": ({**GOOD, "stage": "stage2"}, ["`{path}`", '"vae" (Stage 1) or "prior" (Stage 2)', "stage2"]),
+    "unknown_stage": (
+        {**GOOD, "stage": "stage2"},
+        ["`{path}`", '"vae" (Stage 1), "prior" (Stage 2) or "distill"', "stage2"],
+    ),
     "no_train_file": ({k: v for k, v in GOOD.items() if k != "train_file"}, ["missing required setting `train_file`"]),
     "train_file_not_found": (
         {**GOOD, "train_file": "no/such/corpus.txt"},

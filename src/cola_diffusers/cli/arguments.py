@@ -17,7 +17,7 @@
 import argparse
 import os
 
-from ..demo import DEMO_MODEL_PATH
+from ..demo import DEMO_MODEL_PATH, DEMO_MODELS
 from ..generation.chat import CHAT_FORMATS
 from ..generation.inputs import DEFAULTS
 from ..loaders.layout import REPO_ID, is_official_layout
@@ -41,10 +41,17 @@ def task_list(value: str) -> list[str]:
 
 
 def existing_path_or_repo(value: str) -> str:
-    """A local folder, or a Hub repo id (`owner/name`); anything else is refused before loading."""
+    """
+    A local folder, a Hub repo id (`owner/name`) or an embedded demo model's name (`demo`, `demo-fast`); anything else
+    is refused before loading.
+    """
+    if not os.path.exists(value) and value in DEMO_MODELS:
+        return DEMO_MODELS[value]
     if os.path.isdir(value) or (REPO_ID.fullmatch(value) and not os.path.exists(value)):
         return value
-    raise argparse.ArgumentTypeError(f"{value!r} is neither a checkpoint folder nor a Hub repo id (owner/name)")
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is neither a checkpoint folder, a Hub repo id (owner/name) nor one of {sorted(DEMO_MODELS)}"
+    )
 
 
 def official_checkpoint(value: str) -> str:
@@ -87,7 +94,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: str = "CUDA whe
         "--model",
         default=DEMO_MODEL_PATH,
         type=existing_path_or_repo,
-        help="Checkpoint folder (either layout) or Hub repo id; default the embedded demo.",
+        help="Checkpoint folder (either layout), Hub repo id, or `demo` / `demo-fast` (the embedded demo model and"
+        " its one-step student); default `demo`.",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="Weights' dtype; auto keeps the checkpoint's.")
     parser.add_argument("--device", help=f"Where the model runs; default {device}.")

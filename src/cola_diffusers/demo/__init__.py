@@ -24,6 +24,10 @@ import random
 
 
 DEMO_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reverse_digits")
+# The demo model distilled to one unguided step per block.
+DEMO_FAST_MODEL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reverse_digits_fast")
+# The names the command line accepts for them.
+DEMO_MODELS = {"demo": DEMO_MODEL_PATH, "demo-fast": DEMO_FAST_MODEL_PATH}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_end|>", "<|pad|>"]
 SYMBOLS = list("0123456789>")
 NUM_HELD_OUT = 500

@@ -47,6 +47,9 @@ class FlowMatchBlockCausalScheduler(FlowMatchEulerDiscreteScheduler):
             Timestep shift `σ' = shift σ / (1 + (shift - 1) σ)`. Values above 1 spend more steps at high noise.
     """
 
+    # The parent's settings, which the saved config lists too, load silently as those of a compatible scheduler.
+    _compatibles = [FlowMatchEulerDiscreteScheduler.__name__]
+
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0):
         if num_train_timesteps < 1:

@@ -23,7 +23,7 @@ import typing
 
 
 OPTIMIZER_NAMES = ("adamw", "sgd")
-STAGES = {"vae": "Stage 1 (VAE)", "prior": "Stage 2 (prior)"}
+STAGES = {"vae": "Stage 1 (VAE)", "prior": "Stage 2 (prior)", "distill": "Distillation"}
 
 
 def setting(help: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
@@ -36,22 +36,26 @@ class TrainingConfig:
     """
     Settings of one training run, read from a JSON file by `TrainingConfig.from_json`.
 
-    `stage` is `"vae"` (Stage 1) or `"prior"` (Stage 2). The models come from `pretrained_model` (a pipeline folder)
-    or, when it is None, are built from `transformer_config` / `vae_config` with the tokenizer `tokenizer_file`.
-    `train_file` holds one training text per line. Each field's `help` documents it (`settings_table`).
+    `stage` is `"vae"` (Stage 1), `"prior"` (Stage 2) or `"distill"` (a few-step student of the `pretrained_model`
+    teacher). The models come from `pretrained_model` (a checkpoint of either layout) or, when it is None, are built
+    from `transformer_config` / `vae_config` with the tokenizer `tokenizer_file`. `train_file` holds one training
+    text (distillation: one prompt) per line. Each field's `help` documents it (`settings_table`).
     """
 
-    stage: str = setting('`"vae"` (Stage 1, the Text VAE) or `"prior"` (Stage 2, the DiT prior on the VAE latents).')
+    stage: str = setting(
+        '`"vae"` (Stage 1, the Text VAE), `"prior"` (Stage 2, the DiT prior on the VAE latents) or `"distill"` (a'
+        " few-step student of the `pretrained_model` prior)."
+    )
     train_file: str = setting(
         "UTF-8 text file, one training example per line; blank lines are skipped, each line is ended by the eos token"
-        " and padded or cut to `max_length` tokens."
+        " and padded or cut to `max_length` tokens. Distillation: one prompt per line, at most `max_length` tokens."
     )
     output_dir: str = setting(
         "Folder of the trained pipeline (diffusers format), `loss_history.json` and checkpoints."
     )
     pretrained_model: str | None = setting(
-        "Pipeline folder to start from (Stage 2: normally Stage 1's `output_dir`); null builds new models from"
-        " `tokenizer_file` and the `*_config` settings.",
+        "Checkpoint to start from, either layout (Stage 2: normally Stage 1's `output_dir`; distillation: the"
+        " teacher); null builds new models from `tokenizer_file` and the `*_config` settings.",
         None,
     )
     tokenizer_file: str | None = setting("`tokenizer.json` of new models (when `pretrained_model` is null).", None)
@@ -85,6 +89,17 @@ class TrainingConfig:
     prompt_boundary_rate: float = setting(
         "Stage 2: probability that a block starts with clean (prompt) positions held at timestep 0.", 0.5
     )
+    gen_length: int = setting("Distillation: new tokens the teacher generates per prompt.", 32)
+    teacher_num_inference_steps: int = setting("Distillation: the teacher's steps per block.", 16)
+    teacher_guidance_scale: float = setting(
+        "Distillation: the teacher's guidance scale, folded into the student.", 7.0
+    )
+    teacher_batch_size: int = setting(
+        "Distillation: prompts per teacher call and per file of `output_dir/couplings`.", 256
+    )
+    num_inference_steps: int = setting(
+        "Distillation: the student's steps per block, the noise levels it is trained at and its saved default.", 1
+    )
     gradient_checkpointing: bool = setting("Recompute the trained model's activations in the backward pass.", False)
     ema_decay: float | None = setting("Decay of an EMA of the trained weights, which become the final ones.", None)
     checkpoint_every: int | None = setting("Save `output_dir/checkpoint-{step}` every this many steps.", None)
@@ -95,12 +110,20 @@ class TrainingConfig:
         for field in dataclasses.fields(self):
             check_type(field.name, getattr(self, field.name), field.type)
         if self.stage not in STAGES:
-            raise ValueError(f'`stage` must be "vae" (Stage 1) or "prior" (Stage 2), got {json.dumps(self.stage)}.')
+            raise ValueError(
+                f'`stage` must be "vae" (Stage 1), "prior" (Stage 2) or "distill", got {json.dumps(self.stage)}.'
+            )
+        if self.stage == "distill" and self.pretrained_model is None:
+            raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:
             raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
-        for name in ("max_length", "batch_size", "gradient_accumulation_steps", "max_steps", "log_every"):
+        positive = ("max_length", "batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "gen_length")
+        positive += ("teacher_num_inference_steps", "teacher_batch_size", "num_inference_steps")
+        if self.teacher_guidance_scale < 0:
+            raise ValueError(f"`teacher_guidance_scale` must be at least 0, got {self.teacher_guidance_scale}.")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:

@@ -136,6 +136,39 @@ def prior_loss(
     sigma = sigma.masked_fill(pinned, 0.0)
 
     noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+    return velocity_error(
+        transformer, clean, noise, sigma, valid, valid & ~pinned, block_size, num_train_timesteps=num_train_timesteps
+    )
+
+
+def velocity_error(
+    transformer: ColaTransformer1DModel,
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    valid: torch.Tensor,
+    weight: torch.Tensor,
+    block_size: int,
+    *,
+    num_train_timesteps: int = 1000,
+) -> torch.Tensor:
+    """
+    The DiT's flow-matching error on the "2L" layout: the clean latents at timestep 0, then their noisy copy
+    `x_σ = (1 - σ) x_0 + σ ε` at timestep `σ · num_train_timesteps`, whose velocity should be `ε - x_0`.
+
+    Args:
+        clean (`torch.Tensor` of shape `(B, L, D)`): `x_0`, from position 0 on.
+        noise (`torch.Tensor` of shape `(B, L, D)`): `ε`.
+        sigma (`torch.Tensor` of shape `(B, L)`): The noise level of every position; 0 holds a position clean.
+        valid (`torch.BoolTensor` of shape `(B, L)`): False for padding, which no position attends to.
+        weight (`torch.BoolTensor` of shape `(B, L)`): The positions whose error is averaged.
+        block_size (`int`): Latents per block of the block-causal mask.
+
+    Returns:
+        The mean squared velocity error over `weight`.
+    """
+    batch_size, num_latents, _ = clean.shape
+    position_ids = torch.arange(num_latents, device=clean.device).expand(batch_size, -1)
     noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
     target = noise - clean
 
@@ -145,6 +178,52 @@ def prior_loss(
     mask = two_block_layout_mask(position_ids, valid, block_size)
     velocity = transformer(hidden_states, timestep, positions, mask).sample[:, num_latents:]
 
-    weight = (valid & ~pinned).float()
+    weight = weight.float()
     squared_error = (velocity.float() - target.float()).pow(2).mean(-1)
     return (squared_error * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def distillation_loss(
+    transformer: ColaTransformer1DModel,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    generated: torch.Tensor,
+    valid: torch.Tensor,
+    block_size: int,
+    sigmas: torch.Tensor,
+    *,
+    num_train_timesteps: int = 1000,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    Reflow loss of a few-step student on a guided teacher's couplings (noise `ε` → the teacher's latents `x_0`).
+
+    Every block draws its noise level from the student's own schedule `sigmas`; on the straight path
+    `x_σ = (1 - σ) x_0 + σ ε` the target velocity is `ε - x_0`, so Euler steps at those levels land on the
+    teacher's result. The prompt's latents (prefix and repainted) stay clean, as at inference.
+
+    Args:
+        latents (`torch.Tensor` of shape `(B, L, D)`): Each prompt's prefix latents followed by the teacher's blocks.
+        noise (`torch.Tensor` of shape `(B, L, D)`): The noise the teacher started every block from.
+        generated (`torch.BoolTensor` of shape `(B, L)`): The positions the teacher generated.
+        valid (`torch.BoolTensor` of shape `(B, L)`): False for padding.
+        sigmas (`torch.Tensor` of shape `(K,)`): The noise levels of the student's steps.
+
+    Returns:
+        The mean squared velocity error over the generated positions.
+    """
+    batch_size, num_latents, _ = latents.shape
+    block_index = torch.arange(num_latents, device=latents.device).expand(batch_size, -1) // block_size
+    num_blocks = -(-num_latents // block_size)
+    choice = torch.randint(0, len(sigmas), (batch_size, num_blocks), generator=generator, device=latents.device)
+    sigma = sigmas.to(latents.device)[choice].gather(1, block_index).masked_fill(~generated, 0.0)
+    return velocity_error(
+        transformer,
+        latents,
+        noise,
+        sigma,
+        valid,
+        generated & valid,
+        block_size,
+        num_train_timesteps=num_train_timesteps,
+    )

@@ -33,7 +33,8 @@ from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .config import STAGES, TrainingConfig
-from .losses import prior_loss, vae_loss
+from .couplings import collate_couplings, load_couplings
+from .losses import distillation_loss, prior_loss, vae_loss
 
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -51,13 +52,27 @@ def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
     return ColaDLMPipeline(transformer, vae, FlowMatchBlockCausalScheduler(), tokenizer)
 
 
-def make_dataloader(pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader:
-    """
-    Tokenised lines, each ended by the eos token, right-padded (or cut) to `max_length`. With `learn_padding` the
-    pad tokens count as tokens to learn, so that a model can end its text inside a block.
-    """
+def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader:
+    """Shuffled batches of the lines of `train_file`: tokenised rows, or for distillation the teacher's couplings."""
     with open(config.train_file, encoding="utf-8") as file:
         lines = [line.rstrip("\n") for line in file if line.strip()]
+    if config.stage == "distill":
+        with accelerator.autocast():
+            samples = load_couplings(accelerator, pipe.to(accelerator.device), config, lines)
+        collate = collate_couplings
+    else:
+        samples, collate = tokenised_rows(pipe, config, lines), None
+    generator = torch.Generator().manual_seed(config.seed)
+    return DataLoader(
+        samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
+    )
+
+
+def tokenised_rows(pipe: ColaDLMPipeline, config: TrainingConfig, lines: list[str]) -> list[dict[str, torch.Tensor]]:
+    """
+    Every line tokenised, ended by the eos token, right-padded (or cut) to `max_length`. With `learn_padding` the
+    pad tokens count as tokens to learn, so that a model can end its text inside a block.
+    """
     eos = pipe.tokenizer.eos_token_id
     pad = pipe.pad_token_id
     samples = []
@@ -71,34 +86,51 @@ def make_dataloader(pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader
                 ),
             }
         )
-    generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator)
+    return samples
 
 
 class StageObjective(torch.nn.Module):
     """
     The loss of one stage as a module, so that distributed wrappers (DDP, FSDP) see the trained model's forward.
 
-    Holds the trained model and the frozen one; `forward(input_ids, attention_mask, block_size)` returns the loss.
+    Holds the trained model and the frozen one; `forward(batch, block_size)` returns the loss. Distillation trains
+    at the noise levels `sigmas` of the student's steps.
     """
 
-    def __init__(self, config: TrainingConfig, transformer: ColaTransformer1DModel, vae: AutoencoderKLColaText):
+    def __init__(
+        self,
+        config: TrainingConfig,
+        transformer: ColaTransformer1DModel,
+        vae: AutoencoderKLColaText,
+        sigmas: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.config = config
         self.transformer = transformer
         self.vae = vae
+        self.register_buffer("sigmas", sigmas, persistent=False)
 
     @property
     def trained(self) -> torch.nn.Module:
         return self.vae if self.config.stage == "vae" else self.transformer
 
-    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor, block_size: int) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], block_size: int) -> torch.Tensor:
         config = self.config
+        if config.stage == "distill":
+            return distillation_loss(
+                self.transformer,
+                batch["latents"],
+                batch["noise"],
+                batch["generated"],
+                batch["valid"],
+                self.transformer.config.block_size,
+                self.sigmas,
+            )
         if config.stage == "vae":
             losses = vae_loss(
                 self.vae,
-                input_ids,
-                attention_mask,
+                batch["input_ids"],
+                batch["attention_mask"],
                 kl_weight=config.kl_weight,
                 mask_rate=config.mask_rate,
                 masked_token_weight=config.masked_token_weight,
@@ -108,8 +140,8 @@ class StageObjective(torch.nn.Module):
         return prior_loss(
             self.transformer,
             self.vae,
-            input_ids,
-            attention_mask,
+            batch["input_ids"],
+            batch["attention_mask"],
             block_size,
             prompt_boundary_rate=config.prompt_boundary_rate,
         )
@@ -210,7 +242,7 @@ class PreparedTraining:
     def accumulate_batch(self, batch: dict, block_size: int, step: int) -> torch.Tensor:
         """Loss, backward pass and (once the gradients are accumulated) optimiser step of one batch."""
         with self.accelerator.accumulate(self.objective):
-            loss = self.objective(batch["input_ids"], batch["attention_mask"], block_size)
+            loss = self.objective(batch, block_size)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"The loss became {loss.item()} at step {step}.")
             self.accelerator.backward(loss)
@@ -227,7 +259,8 @@ class PreparedTraining:
 
 def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: ColaDLMPipeline) -> PreparedTraining:
     """Freezes all but the trained model, builds its optimiser, data and EMA, and prepares them with accelerate."""
-    objective = StageObjective(config, pipe.transformer, pipe.vae)
+    dataloader = make_dataloader(accelerator, pipe, config)
+    objective = StageObjective(config, pipe.transformer, pipe.vae, student_sigmas(pipe, config))
     trained = objective.trained
     objective.requires_grad_(False).eval()
     trained.requires_grad_(True).train()
@@ -237,7 +270,6 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
     optimizer = OPTIMIZERS[config.optimizer](
         trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    dataloader = make_dataloader(pipe, config)
     objective, optimizer, dataloader = accelerator.prepare(objective, optimizer, dataloader)
     if ema is not None:
         ema.to(accelerator.device)
@@ -251,6 +283,14 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
         dataloader=dataloader,
         ema=ema,
     )
+
+
+def student_sigmas(pipe: ColaDLMPipeline, config: TrainingConfig) -> torch.Tensor | None:
+    """Distillation: the noise levels of the student's `num_inference_steps` steps under the pipeline's scheduler."""
+    if config.stage != "distill":
+        return None
+    pipe.scheduler.set_timesteps(config.num_inference_steps)
+    return pipe.scheduler.timesteps.float() / pipe.scheduler.config.num_train_timesteps
 
 
 def resume_step(accelerator: Accelerator, config: TrainingConfig) -> int:
@@ -277,6 +317,9 @@ def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[flo
     if run.ema is not None:
         run.ema.copy_to(run.trained.parameters())
     run.trained.eval()
+    if config.stage == "distill":
+        # The student samples with its own steps and no guidance when a call leaves them unset.
+        pipe.register_to_config(default_num_inference_steps=config.num_inference_steps, default_guidance_scale=1.0)
     if accelerator.is_main_process:
         pipe.save_pretrained(config.output_dir)
         with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
