@@ -370,7 +370,7 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
-        hidden_states = self.decoder.proj_in(latents.to(self.dtype))
+        hidden_states = self.decoder.proj_in(latents.to(self.decoder.proj_in.weight.dtype))
         hidden_states = self.decoder.transformer(hidden_states, position_ids, attention_mask, kv_cache, cache_position)
         # The unpatchify projection is laid out channel-major: token j of a patch reads channels c * patch_size + j.
         hidden_states = self.decoder.unpatchify(hidden_states).unflatten(-1, (-1, self.config.patch_size))

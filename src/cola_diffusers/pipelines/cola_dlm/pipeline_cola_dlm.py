@@ -417,7 +417,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
     ) -> ColaDLMPipelineOutput:
         """The kept tokens of every prompt padded to `gen_length`, with the texts or latents `output_type` asks for."""
         return ColaDLMPipelineOutput(
-            sequences=pad_sequences(completions, gen_length, pad_token_id, self._execution_device),
+            sequences=pad_sequences(completions, gen_length, pad_token_id, clean_latents.device),
             texts=[completion.text for completion in completions] if output_type == "text" else None,
             latents=clean_latents if output_type == "latent" else None,
         )

@@ -124,6 +124,8 @@ class BlockSampler:
         self.scheduler = scheduler
         self.guider = guider
         self.layout = layout
+        # Read once: `ModelMixin.dtype` walks the parameters, a cost per pass at batch 1.
+        self.dtype = transformer.dtype
         self.transformer_cache = transformer.make_kv_cache(layout.batch_size, layout.cache_length)
         self.vae_cache = vae.make_kv_cache(layout.batch_size, layout.cache_length)
 
@@ -135,7 +137,7 @@ class BlockSampler:
         prefix = layout.prefix(prompt_latents)
         position_ids = layout.position_ids[:, : layout.max_prefix]
         self.transformer(
-            prefix.to(self.transformer.dtype),
+            prefix.to(self.dtype),
             torch.zeros(1, device=prefix.device),
             position_ids=position_ids,
             attention_mask=layout.context_mask(0, layout.max_prefix, layout.block_length),
@@ -155,7 +157,7 @@ class BlockSampler:
         The DiT's velocity of the block's `latents` at `t`, with its cached context; with `unconditional`, also of
         the block alone (positions from 0, no cache) in the same pass. Returns the predictions, conditional first.
         """
-        model_input, position_ids, timestep = latents.to(self.transformer.dtype), block.position_ids, block.timestep(t)
+        model_input, position_ids, timestep = latents.to(self.dtype), block.position_ids, block.timestep(t)
         if unconditional:
             model_input = torch.cat([model_input] * 2)
             position_ids = torch.cat([position_ids, block.unconditional_position_ids])
@@ -221,7 +223,7 @@ class BlockSampler:
     def commit_block(self, block: GeneratedBlock, latents: torch.Tensor):
         """Writes the clean block (t = 0) into the DiT cache, the context of the blocks that follow."""
         self.transformer(
-            latents.to(self.transformer.dtype),
+            latents.to(self.dtype),
             torch.zeros(1, device=latents.device),
             position_ids=block.position_ids,
             attention_mask=block.attention_mask,
