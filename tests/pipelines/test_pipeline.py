@@ -112,6 +112,25 @@ def test_guidance_scale_one_runs_a_single_branch(pipe):
     assert 2 in rows_per_call
 
 
+@pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
+def test_a_committed_block_joins_the_next_pass_without_guidance(pipe, guidance_scale):
+    # 8 prompt tokens: a prefill of 2 blocks, then 2 steps per block of 4 latents.
+    lengths = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    try:
+        output = generate(pipe, ["the river story."], num_inference_steps=2, guidance_scale=guidance_scale)
+    finally:
+        handle.remove()
+    num_blocks = pipe.num_blocks(pipe.tokenize(["the river story."]), 10)
+    assert len(output.texts) == 1 and num_blocks == 3
+    if guidance_scale == 1.0:
+        # The first step of a block also writes the block before it into the cache: 8 latents in one pass.
+        assert lengths == [8, 4, 4] + [8, 4] * (num_blocks - 1)
+    else:
+        # A guided pass has an unguided branch without the cache: the commit is a pass of its own.
+        assert lengths == [8, 4, 4] + [4, 4, 4] * (num_blocks - 1)
+
+
 def test_callback_sees_the_block_and_can_edit_it(pipe):
     noise = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(0))
     seen = []

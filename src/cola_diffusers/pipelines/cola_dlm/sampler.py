@@ -102,7 +102,9 @@ class BlockSampler:
     of the VAE decoder, with the passes of block-causal sampling.
 
     A request runs `prefill` once, then for every generated block `denoise_step` once per scheduler step,
-    `decode_block` and, unless it is the last block, `commit_block`.
+    `decode_block` and, unless it is the last block, `commit_block`. A committed block joins the next DiT pass when
+    that pass has no unguided branch: one pass then writes it into the cache and denoises the next block, so that a
+    one-step sampler without guidance runs one DiT pass per block.
 
     Args:
         transformer ([`ColaTransformer1DModel`]), vae ([`AutoencoderKLColaText`]), scheduler ([`SchedulerMixin`]):
@@ -128,6 +130,8 @@ class BlockSampler:
         self.dtype = transformer.dtype
         self.transformer_cache = transformer.make_kv_cache(layout.batch_size, layout.cache_length)
         self.vae_cache = vae.make_kv_cache(layout.batch_size, layout.cache_length)
+        # The committed block whose clean latents are not yet in the DiT cache.
+        self.uncommitted: tuple[GeneratedBlock, torch.Tensor] | None = None
 
     def prefill(self, prompt_latents: torch.Tensor):
         """Writes the clean prefixes (t = 0) into both caches."""
@@ -157,20 +161,37 @@ class BlockSampler:
         The DiT's velocity of the block's `latents` at `t`, with its cached context; with `unconditional`, also of
         the block alone (positions from 0, no cache) in the same pass. Returns the predictions, conditional first.
         """
+        if self.uncommitted is not None and unconditional:
+            self.write_uncommitted()
         model_input, position_ids, timestep = latents.to(self.dtype), block.position_ids, block.timestep(t)
+        attention_mask, cache_position = block.attention_mask, block.cache_position
         if unconditional:
             model_input = torch.cat([model_input] * 2)
             position_ids = torch.cat([position_ids, block.unconditional_position_ids])
             timestep = torch.cat([timestep] * 2) if timestep.ndim == 2 else timestep
-        velocity = self.transformer(
-            model_input,
-            timestep,
-            position_ids=position_ids,
-            attention_mask=block.attention_mask,
-            kv_cache=self.transformer_cache,
-            cache_position=block.cache_position,
-            num_uncached_rows=latents.shape[0] if unconditional else 0,
-        ).sample.float()
+        elif self.uncommitted is not None:
+            # The committed block at t = 0 and this block in one pass, each attending block-causally.
+            committed, committed_latents = self.uncommitted
+            self.uncommitted = None
+            model_input = torch.cat([committed_latents.to(self.dtype), model_input], dim=1)
+            position_ids = torch.cat([committed.position_ids, position_ids], dim=1)
+            timestep = torch.cat([torch.zeros_like(committed.position_ids), timestep.expand_as(block.position_ids)], 1)
+            start, end = int(committed.cache_position[0]), int(block.cache_position[-1]) + 1
+            attention_mask = self.layout.context_mask(start, end, self.layout.block_length)
+            cache_position = torch.cat([committed.cache_position, cache_position])
+        velocity = (
+            self.transformer(
+                model_input,
+                timestep,
+                position_ids=position_ids,
+                attention_mask=attention_mask,
+                kv_cache=self.transformer_cache,
+                cache_position=cache_position,
+                num_uncached_rows=latents.shape[0] if unconditional else 0,
+            )
+            .sample[:, -latents.shape[1] :]
+            .float()
+        )
         return velocity.chunk(2) if unconditional else (velocity,)
 
     def guided_velocity(
@@ -221,7 +242,16 @@ class BlockSampler:
         ).logits
 
     def commit_block(self, block: GeneratedBlock, latents: torch.Tensor):
-        """Writes the clean block (t = 0) into the DiT cache, the context of the blocks that follow."""
+        """
+        Makes the clean block (t = 0) the context of the blocks that follow. Its keys and values are written into
+        the DiT cache by the next pass: with the next block's, or on their own before an unguided branch.
+        """
+        self.uncommitted = (block, latents)
+
+    def write_uncommitted(self):
+        """Writes the committed block's clean latents into the DiT cache in a pass of their own."""
+        block, latents = self.uncommitted
+        self.uncommitted = None
         self.transformer(
             latents.to(self.dtype),
             torch.zeros(1, device=latents.device),
