@@ -81,17 +81,24 @@ def plot(rows: list[dict], path: str):
 
     figure, (by_speed, by_accuracy) = plt.subplots(1, 2, figsize=(10, 4))
     batch_sizes = sorted({row["batch_size"] for row in rows})
-    width = 0.38
-    for offset, name in ((-width / 2, "teacher"), (width / 2, "student")):
-        values = [
-            next(r["tokens_per_s"] for r in rows if r["model"] == name and r["batch_size"] == b) for b in batch_sizes
-        ]
-        by_speed.bar([i + offset for i in range(len(batch_sizes))], values, width, label=name)
+    names, width = ["teacher", "student"], 0.38
+    labels = {}
+    for offset, name in zip((-width / 2, width / 2), names):
+        points = [next(r for r in rows if r["model"] == name and r["batch_size"] == b) for b in batch_sizes]
+        labels[name] = f"{name}: {points[0]['steps']} step(s), guidance {points[0]['guidance_scale']:g}"
+        bars = by_speed.bar(
+            [i + offset for i in range(len(batch_sizes))],
+            [p["tokens_per_s"] for p in points],
+            width,
+            label=labels[name],
+        )
+        by_speed.bar_label(bars, fmt="%.0f")
     by_speed.set(xticks=range(len(batch_sizes)), xticklabels=[f"batch {b}" for b in batch_sizes], ylabel="tokens/s")
     by_speed.set(yscale="log", title="Demo model, CPU: generation speed")
-    by_speed.legend()
-    names = ["teacher", "student"]
-    by_accuracy.bar(names, [next(r["accuracy"] for r in rows if r["model"] == name) for name in names])
+    by_speed.legend(loc="upper left")
+    accuracies = [next(r["accuracy"] for r in rows if r["model"] == name) for name in names]
+    bars = by_accuracy.bar([labels[name].replace(": ", "\n") for name in names], accuracies, color=["C0", "C1"])
+    by_accuracy.bar_label(bars, fmt="%.1f")
     by_accuracy.set(ylabel="exact match, % (500 held-out strings)", title="Demo task accuracy", ylim=(0, 100))
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -88,7 +88,8 @@ def plot(rows: list[dict], path: str, guidance: float, steps: int):
     by_steps.legend()
     points = [row for row in rows if row["sweep"] == "guidance"]
     by_guidance.plot([p["guidance_scale"] for p in points], [p["accuracy"] for p in points], "o-")
-    by_guidance.set(xlabel="guidance scale", ylabel="exact match, %", title=f"Against guidance ({steps} steps)")
+    per_block = f"{steps} step{'' if steps == 1 else 's'} per block"
+    by_guidance.set(xlabel="guidance scale", ylabel="exact match, %", title=f"Against guidance ({per_block})")
     for axis in (by_steps, by_guidance):
         axis.grid(alpha=0.3)
     figure.tight_layout()

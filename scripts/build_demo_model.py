@@ -81,6 +81,14 @@ def main():
     parser.add_argument("--distill", action="store_true", help="Distil --teacher instead of training from scratch.")
     parser.add_argument("--teacher", default=DEMO_MODEL_PATH, help="The model --distill distils.")
     parser.add_argument("--distill-steps", "--distill_steps", dest="distill_steps", type=int, default=1500)
+    parser.add_argument(
+        "--distill-prompts",
+        "--distill_prompts",
+        dest="distill_prompts",
+        type=int,
+        default=None,
+        help="Distil on the first this many training prompts (default all 9,500).",
+    )
     args = parser.parse_args()
     if args.replace_embedded and args.output is not None:
         parser.error("give --output or --replace-embedded, not both")
@@ -133,7 +141,7 @@ def distill(work_dir: str, teacher: str, output: str, args: argparse.Namespace):
     """
     prompts = os.path.join(work_dir, "prompts.txt")
     with open(prompts, "w") as file:
-        file.write("\n".join(demo_prompt(digits) for digits in demo_examples("train")))
+        file.write("\n".join(demo_prompt(digits) for digits in demo_examples("train")[: args.distill_prompts]))
     pipe, _ = train(
         TrainingConfig(
             stage="distill",
@@ -144,7 +152,7 @@ def distill(work_dir: str, teacher: str, output: str, args: argparse.Namespace):
             gen_length=8,
             teacher_batch_size=500,
             num_inference_steps=1,
-            batch_size=64,
+            batch_size=min(64, args.distill_prompts or 64),
             learning_rate=2e-4,
             max_steps=args.distill_steps,
             log_every=100,

@@ -26,7 +26,7 @@ import sys
 import pytest
 import torch
 
-from cola_diffusers.demo import DEMO_MODEL_PATH
+from cola_diffusers.demo import DEMO_FAST_MODEL_PATH, DEMO_MODEL_PATH
 from cola_diffusers.training import TrainingConfig, train
 from cola_diffusers.training import trainer as trainer_module
 from cola_diffusers.training.settings_table import settings_table
@@ -187,3 +187,18 @@ def test_build_demo_model_writes_its_output_not_the_shipped_model(tmp_path):
     tokenizer_config = json.loads((work_dir / "model" / "tokenizer" / "tokenizer_config.json").read_text())
     assert tokenizer_config["model_max_length"] == 128
     assert f"Wrote the demo model to {work_dir / 'model'}" in result.stdout
+
+
+@pytest.mark.slow
+def test_build_demo_model_distils_into_its_output_not_the_shipped_student(tmp_path):
+    shipped = digest(DEMO_FAST_MODEL_PATH)
+    work_dir = tmp_path / "demo"
+    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", "build_demo_model.py"), "--work-dir", str(work_dir)]
+    options = ["--distill", "--distill-steps", "2", "--distill-prompts", "8"]
+    result = subprocess.run([*command, *options], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert digest(DEMO_FAST_MODEL_PATH) == shipped
+    model_index = json.loads((work_dir / "model-fast" / "model_index.json").read_text())
+    assert (model_index["default_num_inference_steps"], model_index["default_guidance_scale"]) == (1, 1.0)
+    assert len((work_dir / "prompts.txt").read_text().splitlines()) == 8
+    assert f"Wrote the demo model to {work_dir / 'model-fast'}" in result.stdout
