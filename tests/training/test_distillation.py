@@ -28,7 +28,7 @@ from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.training import TrainingConfig, train
 from cola_diffusers.training.couplings import collate_couplings, teacher_couplings
 
-from ..conftest import FIXTURE_DIR
+from ..conftest import CPU_LAUNCH, FIXTURE_DIR
 
 
 # Prompts of 1 to 11 tokens: with block length 4, prefixes of 0, 4 and 8 latents and 0 to 3 repainted latents.
@@ -186,3 +186,22 @@ def test_couplings_of_a_killed_run_resume_whole(tmp_path):
         straight = torch.load(tmp_path / "straight" / "couplings" / f"shard-{index:05d}.pt")
         for key in straight[0]:
             assert torch.equal(resumed[0][key], straight[0][key])
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_couplings(prompt_file, tmp_path):
+    config = distill_config(prompt_file, tmp_path / "double", batch_size=2, teacher_batch_size=1, max_steps=2)
+    config_file = tmp_path / "distill.json"
+    config_file.write_text(json.dumps(dataclasses.asdict(config)))
+    command = [*CPU_LAUNCH, "-m", "cola_diffusers.cli", "train", "--config", str(config_file)]
+    environment = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    subprocess.run(command, check=True, capture_output=True, timeout=300, env=environment)
+    assert json.loads((tmp_path / "double" / "loss_history.json").read_text())["num_processes"] == 2
+
+    # Each process made every other shard; together they are the shards of one process.
+    train(dataclasses.replace(config, output_dir=str(tmp_path / "single"), max_steps=1))
+    for index in range(4):
+        two = torch.load(tmp_path / "double" / "couplings" / f"shard-{index:05d}.pt")
+        one = torch.load(tmp_path / "single" / "couplings" / f"shard-{index:05d}.pt")
+        for key in one[0]:
+            torch.testing.assert_close(two[0][key], one[0][key])
