@@ -185,7 +185,8 @@ def test_couplings_of_a_killed_run_resume_whole(tmp_path):
         resumed = torch.load(folder / f"shard-{index:05d}.pt")
         straight = torch.load(tmp_path / "straight" / "couplings" / f"shard-{index:05d}.pt")
         for key in straight[0]:
-            assert torch.equal(resumed[0][key], straight[0][key])
+            # The killed process may have used another thread count than this one: equal up to rounding.
+            torch.testing.assert_close(resumed[0][key], straight[0][key])
 
 
 @pytest.mark.slow
