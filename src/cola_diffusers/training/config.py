@@ -23,6 +23,17 @@ import typing
 
 
 OPTIMIZER_NAMES = ("adamw", "sgd")
+# diffusers' `get_scheduler` names (`diffusers.optimization.SchedulerType`), listed here so that checking needs no torch.
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "piecewise_constant",
+)
+TRACKERS = ("tensorboard", "wandb")
 STAGES = {"vae": "Stage 1 (VAE)", "prior": "Stage 2 (prior)", "distill": "Distillation"}
 
 
@@ -77,8 +88,21 @@ class TrainingConfig:
     batch_size: int = setting("Rows per micro-batch and process.", 16)
     gradient_accumulation_steps: int = setting("Micro-batches per optimiser step.", 1)
     optimizer: str = setting('`"adamw"` or `"sgd"`.', "adamw")
-    learning_rate: float = setting("Learning rate (constant).", 3e-4)
+    learning_rate: float = setting("Peak learning rate.", 3e-4)
+    lr_scheduler: str = setting(
+        "Learning-rate schedule, a name of diffusers' `get_scheduler`: "
+        + ", ".join(f"`{n}`" for n in LR_SCHEDULERS)
+        + ".",
+        "constant",
+    )
+    lr_warmup_steps: int = setting("Optimiser steps of linear warm-up from 0 to `learning_rate`.", 0)
+    adam_beta1: float = setting("AdamW's β₁.", 0.9)
+    adam_beta2: float = setting("AdamW's β₂.", 0.999)
+    adam_epsilon: float = setting("AdamW's ε.", 1e-8)
     weight_decay: float = setting("Weight decay of the optimiser.", 0.0)
+    max_grad_norm: float | None = setting(
+        "Clip the gradient to this global norm before each step; null: no clipping.", None
+    )
     max_steps: int = setting("Optimiser steps to train, a resumed run's earlier steps included.", 1000)
     mixed_precision: str = setting('accelerate\'s mixed precision: `"no"`, `"fp16"` or `"bf16"`.', "no")
     seed: int = setting("Seed of the new weights, the data order, the noise and the block sizes.", 0)
@@ -103,7 +127,19 @@ class TrainingConfig:
     gradient_checkpointing: bool = setting("Recompute the trained model's activations in the backward pass.", False)
     ema_decay: float | None = setting("Decay of an EMA of the trained weights, which become the final ones.", None)
     checkpoint_every: int | None = setting("Save `output_dir/checkpoint-{step}` every this many steps.", None)
-    resume_from: str | None = setting("A `checkpoint-{step}` folder to continue from.", None)
+    checkpoints_total_limit: int | None = setting(
+        "Keep at most this many checkpoints, deleting the oldest before a save; null keeps all.", None
+    )
+    resume_from: str | None = setting(
+        'A `checkpoint-{step}` folder to continue from, or `"latest"`: the newest complete one in `output_dir`'
+        " (none: start afresh).",
+        None,
+    )
+    report_to: str | None = setting(
+        'accelerate tracker of the loss and learning rate: `"tensorboard"` (event files in `output_dir/logs`) or'
+        ' `"wandb"`; null logs nothing.',
+        None,
+    )
     log_every: int = setting("Show the loss on the progress bar every this many steps.", 10)
 
     def __post_init__(self):
@@ -119,6 +155,15 @@ class TrainingConfig:
             raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            raise ValueError(f"`lr_scheduler` must be one of {list(LR_SCHEDULERS)}, got {self.lr_scheduler!r}.")
+        if self.report_to is not None and self.report_to not in TRACKERS:
+            raise ValueError(f"`report_to` must be one of {list(TRACKERS)} or null, got {self.report_to!r}.")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"`lr_warmup_steps` must be at least 0, got {self.lr_warmup_steps}.")
+        for name in ("max_grad_norm", "checkpoints_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive or null, got {getattr(self, name)}.")
         positive = ("max_length", "batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "gen_length")
         positive += ("teacher_num_inference_steps", "teacher_batch_size", "num_inference_steps")
         if self.teacher_guidance_scale < 0:
@@ -181,7 +226,9 @@ class TrainingConfig:
         Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`, and
         `ValueError` for a `train_file` of fewer lines than one optimiser step takes.
         """
-        paths = {"train_file": self.train_file, "resume_from": self.resume_from}
+        paths = {"train_file": self.train_file}
+        if self.resume_from != "latest":
+            paths["resume_from"] = self.resume_from
         if self.pretrained_model is None:
             paths["tokenizer_file"] = self.tokenizer_file
         for name, path in paths.items():

@@ -14,15 +14,16 @@
 
 """Training loop of both Cola-DLM stages on accelerate."""
 
+import dataclasses
 import json
 import logging
 import os
 import random
-from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -32,13 +33,15 @@ from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .couplings import collate_couplings, load_couplings
 from .losses import distillation_loss, prior_loss, vae_loss
 
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 logger = logging.getLogger(__name__)
+# The run's name in the trackers: tensorboard writes `output_dir/logs/cola-diffusers`.
+TRACKER_PROJECT = "cola-diffusers"
 
 
 def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
@@ -158,6 +161,8 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
+        log_with=config.report_to,
+        project_config=ProjectConfiguration(config.output_dir, logging_dir=os.path.join(config.output_dir, "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(config.seed)
@@ -165,6 +170,8 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     pipe = build_pipeline(config)
     run = prepare_training(accelerator, config, pipe)
     step = resume_step(accelerator, config)
+    if config.report_to is not None:
+        accelerator.init_trackers(TRACKER_PROJECT, config=tracked_settings(config))
     history = run.run_steps(step)
     save_trained(run, pipe, history)
     accelerator.end_training()
@@ -181,7 +188,7 @@ def warn_if_prior_on_new_vae(config: TrainingConfig, accelerator: Accelerator):
         )
 
 
-@dataclass(kw_only=True)
+@dataclasses.dataclass(kw_only=True)
 class PreparedTraining:
     """
     A run's objective, optimiser, data and EMA, prepared by accelerate; `trained` is the unwrapped trained model.
@@ -192,6 +199,7 @@ class PreparedTraining:
     objective: torch.nn.Module
     trained: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     dataloader: DataLoader
     ema: EMAModel | None
 
@@ -217,11 +225,12 @@ class PreparedTraining:
                     continue
                 step += 1
                 history.append(self.finish_step(loss))
+                accelerator.log({"loss": history[-1], "lr": self.lr_scheduler.get_last_lr()[0]}, step=step)
                 progress_bar.update()
                 if step % config.log_every == 0:
                     progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
                 if config.checkpoint_every and step % config.checkpoint_every == 0:
-                    save_checkpoint(accelerator, config.output_dir, step)
+                    save_checkpoint(accelerator, config, step)
                 if step >= config.max_steps:
                     break
         progress_bar.close()
@@ -246,7 +255,10 @@ class PreparedTraining:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"The loss became {loss.item()} at step {step}.")
             self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients and self.config.max_grad_norm is not None:
+                self.accelerator.clip_grad_norm_(self.trained.parameters(), self.config.max_grad_norm)
             self.optimizer.step()
+            self.lr_scheduler.step()
             self.optimizer.zero_grad()
         return loss
 
@@ -267,10 +279,17 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
     if config.gradient_checkpointing:
         trained.enable_gradient_checkpointing()
     ema = EMAModel(trained.parameters(), decay=config.ema_decay) if config.ema_decay else None
-    optimizer = OPTIMIZERS[config.optimizer](
-        trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    optimizer = make_optimizer(config, trained)
+    # Per process, as diffusers' training examples count: the prepared scheduler steps once per process.
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_steps * accelerator.num_processes,
     )
-    objective, optimizer, dataloader = accelerator.prepare(objective, optimizer, dataloader)
+    objective, optimizer, dataloader, lr_scheduler = accelerator.prepare(
+        objective, optimizer, dataloader, lr_scheduler
+    )
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
@@ -280,9 +299,31 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
         objective=objective,
         trained=trained,
         optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
         dataloader=dataloader,
         ema=ema,
     )
+
+
+def make_optimizer(config: TrainingConfig, trained: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW with the configured betas and ε, or SGD, over the trained model's parameters."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(
+        trained.parameters(),
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        weight_decay=config.weight_decay,
+    )
+
+
+def tracked_settings(config: TrainingConfig) -> dict:
+    """The run's settings as trackers accept them: numbers, strings and booleans, the rest as JSON."""
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+        for key, value in dataclasses.asdict(config).items()
+    }
 
 
 def student_sigmas(pipe: ColaDLMPipeline, config: TrainingConfig) -> torch.Tensor | None:
@@ -291,15 +332,6 @@ def student_sigmas(pipe: ColaDLMPipeline, config: TrainingConfig) -> torch.Tenso
         return None
     pipe.scheduler.set_timesteps(config.num_inference_steps)
     return pipe.scheduler.timesteps.float() / pipe.scheduler.config.num_train_timesteps
-
-
-def resume_step(accelerator: Accelerator, config: TrainingConfig) -> int:
-    """Loads the checkpoint `resume_from` into the prepared run and returns its step; 0 without one."""
-    if config.resume_from is None:
-        return 0
-    accelerator.load_state(config.resume_from)
-    with open(os.path.join(config.resume_from, "training_state.json")) as file:
-        return json.load(file)["step"]
 
 
 def block_size_chooser(config: TrainingConfig, step: int) -> random.Random:
@@ -326,12 +358,3 @@ def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[flo
             json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
         print(f"{STAGES[config.stage]}: saved to {config.output_dir}")
     accelerator.wait_for_everyone()
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: str, step: int):
-    """Saves the optimiser, model, EMA and RNG states to `output_dir/checkpoint-{step}`."""
-    folder = os.path.join(output_dir, f"checkpoint-{step}")
-    accelerator.save_state(folder)
-    if accelerator.is_main_process:
-        with open(os.path.join(folder, "training_state.json"), "w") as file:
-            json.dump({"step": step}, file)

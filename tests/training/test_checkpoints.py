@@ -1,0 +1,107 @@
+# Copyright 2026 The cola-diffusers Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The habits of diffusers' training examples: `latest`, a checkpoint limit, whole checkpoints, trackers, clipping."""
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cola_diffusers.training import train
+from cola_diffusers.training.trainer import build_pipeline
+
+from .test_training import corpus_file, tiny_config  # noqa: F401
+
+
+def checkpoint_names(folder):
+    return sorted(name for name in os.listdir(folder) if name.startswith("checkpoint-"))
+
+
+def test_latest_resumes_from_the_newest_of_the_kept_checkpoints(corpus_file, tmp_path):  # noqa: F811
+    # A schedule that does not depend on `max_steps`, so that a 4-step run is the start of a 6-step one.
+    settings = {"max_steps": 6, "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 3}
+    _, straight = train(tiny_config("prior", corpus_file, tmp_path / "straight", **settings))
+    first = tiny_config("prior", corpus_file, tmp_path / "run", checkpoint_every=1, checkpoints_total_limit=2)
+    train(dataclasses.replace(first, max_steps=4, **{k: v for k, v in settings.items() if k != "max_steps"}))
+    assert checkpoint_names(tmp_path / "run") == ["checkpoint-3", "checkpoint-4"]
+    # `latest` takes checkpoint-4, and the learning-rate schedule resumes with the rest of the state.
+    _, resumed = train(tiny_config("prior", corpus_file, tmp_path / "run", resume_from="latest", **settings))
+    assert resumed == pytest.approx(straight[4:], rel=1e-5)
+    # Nothing to resume from: `latest` starts afresh.
+    _, fresh = train(tiny_config("prior", corpus_file, tmp_path / "new", resume_from="latest", **settings))
+    assert fresh == pytest.approx(straight, rel=1e-5)
+
+
+def test_tensorboard_logs_the_loss_and_learning_rate(corpus_file, tmp_path):  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = {"max_steps": 5, "lr_scheduler": "cosine", "lr_warmup_steps": 2, "report_to": "tensorboard"}
+    _, history = train(tiny_config("prior", corpus_file, tmp_path / "out", **settings))
+    events = EventAccumulator(str(tmp_path / "out" / "logs" / "cola-diffusers"))
+    events.Reload()
+    losses = events.Scalars("loss")
+    assert [event.step for event in losses] == [1, 2, 3, 4, 5]
+    assert [event.value for event in losses] == pytest.approx(history, rel=1e-6)
+    # Warm-up over 2 steps to 3e-3, then a cosine to 0 at step 5; logged after each step's update.
+    peak = 3e-3
+    expected = [peak / 2, peak] + [peak * 0.5 * (1 + math.cos(math.pi * (s - 2) / 3)) for s in (3, 4, 5)]
+    assert [event.value for event in events.Scalars("lr")] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
+def test_gradient_clipping_bounds_the_step(corpus_file, tmp_path):  # noqa: F811
+    # Plain SGD at learning rate 1: the weights move by exactly the clipped gradient.
+    config = tiny_config("prior", corpus_file, tmp_path, optimizer="sgd", learning_rate=1.0, max_grad_norm=1e-3)
+    torch.manual_seed(config.seed)
+    before = build_pipeline(config).transformer.state_dict()
+    pipe, _ = train(config)
+    after = pipe.transformer.state_dict()
+    change = torch.sqrt(sum(((after[key] - before[key]) ** 2).sum() for key in before))
+    assert change.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(corpus_file, tmp_path):  # noqa: F811
+    settings = {"max_steps": 40, "checkpoint_every": 1}
+    config = tiny_config("prior", corpus_file, tmp_path / "killed", **settings)
+    config_file = tmp_path / "train.json"
+    config_file.write_text(json.dumps(dataclasses.asdict(config)))
+    command = [sys.executable, "-m", "cola_diffusers.cli", "train", "--config", str(config_file)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output_dir = tmp_path / "killed"
+    deadline = time.monotonic() + 120
+    # Kill it while a checkpoint after the first is being written.
+    while not any(name.endswith(".partial") and name != "checkpoint-1.partial" for name in _names(output_dir)):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (partial,) = [name for name in _names(output_dir) if name.endswith(".partial")]
+    step = int(partial.removesuffix(".partial").removeprefix("checkpoint-"))
+    assert f"checkpoint-{step - 1}" in _names(output_dir) and f"checkpoint-{step}" not in _names(output_dir)
+
+    _, resumed = train(dataclasses.replace(config, resume_from="latest"))
+    _, straight = train(dataclasses.replace(config, output_dir=str(tmp_path / "straight"), checkpoint_every=None))
+    assert resumed == pytest.approx(straight[step - 1 :], rel=1e-5)
+    assert f"checkpoint-{step}.partial" not in _names(output_dir)
+
+
+def _names(folder):
+    return os.listdir(folder) if os.path.isdir(folder) else []
