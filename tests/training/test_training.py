@@ -89,6 +89,38 @@ def test_two_block_layout_mask_matches_a_hand_built_expectation():
     assert torch.equal(mask, expected)
 
 
+def test_per_sample_block_sizes_give_each_row_its_own_mask():
+    positions = torch.arange(8).expand(2, -1)
+    valid = torch.ones(2, 8, dtype=torch.bool)
+    mask = two_block_layout_mask(positions, valid, torch.tensor([2, 4]))
+    assert torch.equal(mask[0], two_block_layout_mask(positions[:1], valid[:1], 2)[0])
+    assert torch.equal(mask[1], two_block_layout_mask(positions[:1], valid[:1], 4)[0])
+
+
+@pytest.mark.parametrize("noise_level_per", ["block", "sample"])
+def test_one_noise_level_per_block_or_per_sample(noise_level_per):
+    pipe = make_tiny_pipeline()
+    input_ids = torch.randint(0, 300, (3, 16), generator=torch.Generator().manual_seed(0))
+    timesteps = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda module, args: timesteps.append(args[1]))
+    try:
+        prior_loss(
+            pipe.transformer,
+            pipe.vae,
+            input_ids,
+            torch.ones_like(input_ids),
+            torch.tensor([2, 4, 4]),
+            prompt_boundary_rate=0.0,
+            noise_level_per=noise_level_per,
+        )
+    finally:
+        hook.remove()
+    noisy = timesteps[0][:, 16:]
+    levels_per_row = [len(row.unique()) for row in noisy]
+    # Per sample: one level a row; per block: one a block (8 blocks of 2 latents, 4 of 4).
+    assert levels_per_row == ([1, 1, 1] if noise_level_per == "sample" else [8, 4, 4])
+
+
 def prior_loss_with_wrong_velocity(pipe, input_ids, attention_mask, where=None):
     """
     Seeded `prior_loss` (a prompt boundary in every block) with 100 added to the predicted velocity where

@@ -64,6 +64,11 @@ BAD_CONFIGS = {
     ),
     "wrong_type": ({**GOOD, "max_steps": "10"}, ["`max_steps` must be an integer", '"10"']),
     "too_few_lines": ({**GOOD, "batch_size": 64}, ["48 non-empty lines", "`batch_size` 64"]),
+    "unknown_preset": ({**GOOD, "preset": "official"}, ["`preset` must be one of", "official-cpt", '"official"']),
+    "bad_block_size_probs": (
+        {**GOOD, "block_sizes": [2, 4], "block_size_probs": [1.0]},
+        ["`block_size_probs` must hold one non-negative weight per `block_sizes` entry (2)"],
+    ),
 }
 
 
@@ -202,3 +207,15 @@ def test_build_demo_model_distils_into_its_output_not_the_shipped_student(tmp_pa
     assert (model_index["default_num_inference_steps"], model_index["default_guidance_scale"]) == (1, 1.0)
     assert len((work_dir / "prompts.txt").read_text().splitlines()) == 8
     assert f"Wrote the demo model to {work_dir / 'model-fast'}" in result.stdout
+
+
+def test_a_preset_gives_the_official_settings_and_the_config_wins(tmp_path):
+    path = tmp_path / "cpt.json"
+    path.write_text(json.dumps({**GOOD, "stage": "prior", "preset": "official-cpt", "max_length": 64}))
+    config = TrainingConfig.from_json(str(path))
+    # The official continued pre-training: AdamW (0.9, 0.95), 1.5e-4 with 5,000 warm-up steps and a cosine, clipping
+    # at 1, one logit-normal(0, 1) noise level per sample, a clean prompt boundary in 5% of the blocks.
+    assert (config.adam_beta1, config.adam_beta2, config.learning_rate) == (0.9, 0.95, 1.5e-4)
+    assert (config.lr_scheduler, config.lr_warmup_steps, config.max_grad_norm) == ("cosine", 5000, 1.0)
+    assert (config.noise_level_per, config.logit_mean, config.prompt_boundary_rate) == ("sample", 0.0, 0.05)
+    assert config.max_length == 64

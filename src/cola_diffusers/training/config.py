@@ -34,6 +34,43 @@ LR_SCHEDULERS = (
     "piecewise_constant",
 )
 TRACKERS = ("tensorboard", "wandb")
+# The official scripts' recipes, as settings (`preset`); docs/training.md lists their sources and where they differ.
+PRESETS = {
+    "official-pretrain": {
+        "learning_rate": 1.5e-4,
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 5000,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
+        "max_length": 512,
+        "block_sizes": [16],
+        "prompt_boundary_rate": 0.05,
+        "logit_mean": 1.0,
+        "logit_std": 1.0,
+        "noise_level_per": "sample",
+        "sample_posterior": True,
+        "mixed_precision": "bf16",
+    },
+    "official-cpt": {
+        "learning_rate": 1.5e-4,
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 5000,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.95,
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
+        "max_length": 512,
+        "block_sizes": [16],
+        "prompt_boundary_rate": 0.05,
+        "logit_mean": 0.0,
+        "logit_std": 1.0,
+        "noise_level_per": "sample",
+        "sample_posterior": True,
+        "mixed_precision": "bf16",
+    },
+}
 STAGES = {"vae": "Stage 1 (VAE)", "prior": "Stage 2 (prior)", "distill": "Distillation"}
 
 
@@ -64,6 +101,13 @@ class TrainingConfig:
     output_dir: str = setting(
         "Folder of the trained pipeline (diffusers format), `loss_history.json` and checkpoints."
     )
+    preset: str | None = setting(
+        "An official recipe whose settings are the defaults of this run's: "
+        + ", ".join(f"`{name}`" for name in PRESETS)
+        + " (docs/training.md, official recipes); settings given beside it win. Applied by `from_json` and"
+        " `from_dict`.",
+        None,
+    )
     pretrained_model: str | None = setting(
         "Checkpoint to start from, either layout (Stage 2: normally Stage 1's `output_dir`; distillation: the"
         " teacher); null builds new models from `tokenizer_file` and the `*_config` settings.",
@@ -82,8 +126,9 @@ class TrainingConfig:
     learn_padding: bool = setting(
         "Count padding as tokens to learn, so that the model can end its text inside a block.", False
     )
-    block_sizes: list[int] = setting(
-        "Stage 2: block sizes, one drawn at random per step.", default_factory=lambda: [4]
+    block_sizes: list[int] = setting("Stage 2: block sizes, one drawn per sample.", default_factory=lambda: [4])
+    block_size_probs: list[float] | None = setting(
+        "Stage 2: the probability of each `block_sizes` entry (normalised); null: equally likely.", None
     )
     batch_size: int = setting("Rows per micro-batch and process.", 16)
     gradient_accumulation_steps: int = setting("Micro-batches per optimiser step.", 1)
@@ -109,10 +154,15 @@ class TrainingConfig:
     kl_weight: float = setting("Stage 1: weight of KL(q(z|x) ‖ N(0, I)).", 1e-4)
     mask_rate: float = setting("Stage 1: share of the input tokens replaced by the mask token.", 0.15)
     masked_token_weight: float = setting("Stage 1: weight of the masked-token cross-entropy.", 1.0)
-    sample_posterior: bool = setting("Stage 1: decode a posterior sample (false: the posterior mean).", True)
+    sample_posterior: bool = setting(
+        "Decode (Stage 1) or train the prior on (Stage 2) a posterior sample; false: the posterior mean.", True
+    )
     prompt_boundary_rate: float = setting(
         "Stage 2: probability that a block starts with clean (prompt) positions held at timestep 0.", 0.5
     )
+    logit_mean: float = setting("Stage 2: location of the logit-normal noise level σ = sigmoid(N(mean, std²)).", 0.0)
+    logit_std: float = setting("Stage 2: scale of the logit-normal noise level.", 1.0)
+    noise_level_per: str = setting('Stage 2: one noise level per `"block"` or per `"sample"`.', "block")
     gen_length: int = setting("Distillation: new tokens the teacher generates per prompt.", 32)
     teacher_num_inference_steps: int = setting("Distillation: the teacher's steps per block.", 16)
     teacher_guidance_scale: float = setting(
@@ -175,6 +225,14 @@ class TrainingConfig:
             raise ValueError(f"`checkpoint_every` must be at least 1 or null, got {self.checkpoint_every}.")
         if not self.block_sizes or min(self.block_sizes) < 1:
             raise ValueError(f"`block_sizes` must be a non-empty list of positive sizes, got {self.block_sizes}.")
+        probs = self.block_size_probs
+        if probs is not None and (len(probs) != len(self.block_sizes) or min(probs) < 0 or sum(probs) <= 0):
+            raise ValueError(
+                f"`block_size_probs` must hold one non-negative weight per `block_sizes` entry "
+                f"({len(self.block_sizes)}), not all zero, got {probs}."
+            )
+        if self.noise_level_per not in ("block", "sample"):
+            raise ValueError(f'`noise_level_per` must be "block" or "sample", got {self.noise_level_per!r}.')
         if any(self.max_length % size for size in self.block_sizes):
             raise ValueError(f"`max_length` ({self.max_length}) must be a multiple of every `block_sizes` entry.")
 
@@ -195,6 +253,23 @@ class TrainingConfig:
             raise ValueError(
                 f"training config `{path}` must hold a JSON object of settings, got {type(values).__name__}."
             )
+        try:
+            config = cls.from_dict(values)
+            config.check_files()
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"training config `{path}`: {error}") from None
+        return config
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainingConfig":
+        """
+        Settings from a dict, over the defaults of its `preset`; an unknown or missing setting is refused in one
+        message, with the closest name for a misspelt one.
+        """
+        preset = values.get("preset")
+        if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+            raise ValueError(f"`preset` must be one of {list(PRESETS)} or null, got {json.dumps(preset)}.")
+        values = {**PRESETS.get(preset, {}), **values}
         fields = {field.name: field for field in dataclasses.fields(cls)}
         problems = []
         unknown = [key for key in values if key not in fields]
@@ -211,15 +286,10 @@ class TrainingConfig:
             name for name, field in fields.items() if field.default is field.default_factory is dataclasses.MISSING
         ]
         problems += [f"missing required setting `{name}`" for name in required if name not in values]
-        try:
-            if problems:
-                message = "; ".join(problems)
-                raise ValueError(message if message.endswith("?") else f"{message}.")
-            config = cls(**values)
-            config.check_files()
-        except (ValueError, FileNotFoundError) as error:
-            raise type(error)(f"training config `{path}`: {error}") from None
-        return config
+        if problems:
+            message = "; ".join(problems)
+            raise ValueError(message if message.endswith("?") else f"{message}.")
+        return cls(**values)
 
     def check_files(self):
         """
@@ -257,9 +327,11 @@ def check_type(name: str, value, annotation):
                 return
             expected.append("null")
         elif typing.get_origin(option) is list:
-            if isinstance(value, list) and all(type(entry) is int for entry in value):
+            (entry_type,) = typing.get_args(option)
+            accepted = (int, float) if entry_type is float else (int,)
+            if isinstance(value, list) and all(type(entry) in accepted for entry in value):
                 return
-            expected.append("a list of integers")
+            expected.append("a list of integers" if entry_type is int else "a list of numbers")
         else:
             accepted = (int, float) if option is float else option
             if isinstance(value, accepted) and (option is bool or not isinstance(value, bool)):

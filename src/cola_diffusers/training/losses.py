@@ -62,7 +62,9 @@ def vae_loss(
     return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "masked_tokens": masked_tokens}
 
 
-def two_block_layout_mask(position_ids: torch.LongTensor, key_valid: torch.Tensor, block_size: int) -> torch.Tensor:
+def two_block_layout_mask(
+    position_ids: torch.LongTensor, key_valid: torch.Tensor, block_size: int | torch.LongTensor
+) -> torch.Tensor:
     """
     Attention mask of the Stage-2 "2L" layout: the sequence holds its `L` clean latents followed by the same `L`
     positions noised. Clean latents attend block-causally to clean latents; noisy block `b` attends to the clean
@@ -71,12 +73,12 @@ def two_block_layout_mask(position_ids: torch.LongTensor, key_valid: torch.Tenso
     Args:
         position_ids (`torch.LongTensor` of shape `(B, L)`): Positions of the latents.
         key_valid (`torch.BoolTensor` of shape `(B, L)`): False for padding.
-        block_size (`int`): Latents per block.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block, or each sample's.
 
     Returns:
         `torch.BoolTensor` of shape `(B, 1, 2L, 2L)`.
     """
-    block = torch.div(position_ids, block_size, rounding_mode="floor")
+    block = torch.div(position_ids, per_sample(block_size, position_ids), rounding_mode="floor")
     query_block, key_block = block[:, :, None], block[:, None, :]
     valid = key_valid[:, None, :]
     clean_to_clean = (key_block <= query_block) & valid
@@ -89,6 +91,12 @@ def two_block_layout_mask(position_ids: torch.LongTensor, key_valid: torch.Tenso
     return torch.cat([top, bottom], dim=1).unsqueeze(1)
 
 
+def per_sample(block_size: int | torch.LongTensor, position_ids: torch.LongTensor) -> torch.LongTensor:
+    """The block size of every row of `position_ids` `(B, L)`, shaped `(B, 1)` to broadcast over positions."""
+    sizes = torch.as_tensor(block_size, device=position_ids.device)
+    return sizes.expand(position_ids.shape[0]).view(-1, 1)
+
+
 def sample_logit_normal(shape, mean: float = 0.0, std: float = 1.0, generator=None, device=None) -> torch.Tensor:
     """σ = sigmoid(N(mean, std²)): flow-matching times concentrated in the middle of the path."""
     return torch.sigmoid(mean + std * torch.randn(shape, generator=generator, device=device))
@@ -99,45 +107,50 @@ def prior_loss(
     vae: AutoencoderKLColaText,
     input_ids: torch.LongTensor,
     attention_mask: torch.Tensor,
-    block_size: int,
+    block_size: int | torch.LongTensor,
     *,
     num_train_timesteps: int = 1000,
     prompt_boundary_rate: float = 0.5,
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    noise_level_per: str = "block",
+    sample_posterior: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """
     Stage-2 flow-matching loss of the DiT on the "2L" layout.
 
-    The VAE (frozen or trained, as the caller decides) encodes the tokens; its posterior mean, normalised, is
-    `x_0`. Every block gets a logit-normal `σ`; the noisy copy is `x_σ = (1 - σ) x_0 + σ ε` and the target velocity
-    `ε - x_0`. With probability `prompt_boundary_rate` a block starts with a random number of clean positions held at
+    The VAE (frozen or trained, as the caller decides) encodes the tokens; its posterior mean (or, with
+    `sample_posterior`, a sample), normalised, is `x_0`. Every block (or, with `noise_level_per="sample"`, every
+    sample) gets a logit-normal `σ`; the noisy copy is `x_σ = (1 - σ) x_0 + σ ε` and the target velocity `ε - x_0`.
+    With probability `prompt_boundary_rate` a block starts with a random number of clean positions held at
     timestep 0 (a prompt ending inside the block, as the first generated block sees at inference); those positions
-    and padding are excluded from the loss.
+    and padding are excluded from the loss. `block_size` is one size or each sample's, `(B,)`.
 
     Returns:
         The mean squared velocity error over the noisy, non-pinned, non-padding positions.
     """
     device = input_ids.device
     posterior = vae.encode(input_ids, attention_mask).latent_dist
-    clean = vae.normalize_latents(posterior.mode())
+    clean = vae.normalize_latents(posterior.sample(generator) if sample_posterior else posterior.mode())
     batch_size, num_latents, _ = clean.shape
     valid = attention_mask.bool().unflatten(1, (-1, vae.config.patch_size)).any(-1)
     position_ids = torch.arange(num_latents, device=device).expand(batch_size, -1)
-    block_index = torch.div(position_ids, block_size, rounding_mode="floor")
-    num_blocks = -(-num_latents // block_size)
+    sizes = per_sample(block_size, position_ids)
+    block_index = torch.div(position_ids, sizes, rounding_mode="floor")
+    num_blocks = -(-num_latents // int(sizes.min()))
 
-    sigma = sample_logit_normal((batch_size, num_blocks), logit_mean, logit_std, generator, device)
-    sigma = sigma.gather(1, block_index)
-    boundary = torch.randint(0, block_size, (batch_size, num_blocks), generator=generator, device=device)
+    num_levels = 1 if noise_level_per == "sample" else num_blocks
+    sigma = sample_logit_normal((batch_size, num_levels), logit_mean, logit_std, generator, device)
+    sigma = sigma.expand(-1, num_blocks).gather(1, block_index)
+    boundary = torch.rand((batch_size, num_blocks), generator=generator, device=device).mul(sizes).floor().long()
     use_boundary = torch.rand((batch_size, num_blocks), generator=generator, device=device) < prompt_boundary_rate
-    pinned = (position_ids % block_size) < (boundary * use_boundary).gather(1, block_index)
+    pinned = (position_ids % sizes) < (boundary * use_boundary).gather(1, block_index)
     sigma = sigma.masked_fill(pinned, 0.0)
 
     noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
     return velocity_error(
-        transformer, clean, noise, sigma, valid, valid & ~pinned, block_size, num_train_timesteps=num_train_timesteps
+        transformer, clean, noise, sigma, valid, valid & ~pinned, sizes[:, 0], num_train_timesteps=num_train_timesteps
     )
 
 
@@ -148,7 +161,7 @@ def velocity_error(
     sigma: torch.Tensor,
     valid: torch.Tensor,
     weight: torch.Tensor,
-    block_size: int,
+    block_size: int | torch.LongTensor,
     *,
     num_train_timesteps: int = 1000,
 ) -> torch.Tensor:
@@ -162,7 +175,7 @@ def velocity_error(
         sigma (`torch.Tensor` of shape `(B, L)`): The noise level of every position; 0 holds a position clean.
         valid (`torch.BoolTensor` of shape `(B, L)`): False for padding, which no position attends to.
         weight (`torch.BoolTensor` of shape `(B, L)`): The positions whose error is averaged.
-        block_size (`int`): Latents per block of the block-causal mask.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block of the block-causal mask.
 
     Returns:
         The mean squared velocity error over `weight`.

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import os
-import random
 
 import torch
 from accelerate import Accelerator
@@ -96,8 +95,8 @@ class StageObjective(torch.nn.Module):
     """
     The loss of one stage as a module, so that distributed wrappers (DDP, FSDP) see the trained model's forward.
 
-    Holds the trained model and the frozen one; `forward(batch, block_size)` returns the loss. Distillation trains
-    at the noise levels `sigmas` of the student's steps.
+    Holds the trained model and the frozen one; `forward(batch)` returns the loss. Distillation trains at the noise
+    levels `sigmas` of the student's steps.
     """
 
     def __init__(
@@ -117,7 +116,7 @@ class StageObjective(torch.nn.Module):
     def trained(self) -> torch.nn.Module:
         return self.vae if self.config.stage == "vae" else self.transformer
 
-    def forward(self, batch: dict[str, torch.Tensor], block_size: int) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         config = self.config
         if config.stage == "distill":
             return distillation_loss(
@@ -145,9 +144,20 @@ class StageObjective(torch.nn.Module):
             self.vae,
             batch["input_ids"],
             batch["attention_mask"],
-            block_size,
+            self.block_sizes(len(batch["input_ids"])),
             prompt_boundary_rate=config.prompt_boundary_rate,
+            logit_mean=config.logit_mean,
+            logit_std=config.logit_std,
+            noise_level_per=config.noise_level_per,
+            sample_posterior=config.sample_posterior,
         )
+
+    def block_sizes(self, batch_size: int) -> torch.LongTensor:
+        """Every sample's block size, drawn from `block_sizes` with `block_size_probs`."""
+        config = self.config
+        probs = torch.tensor(config.block_size_probs or [1.0] * len(config.block_sizes))
+        choice = torch.multinomial(probs, batch_size, replacement=True)
+        return torch.tensor(config.block_sizes)[choice].to(self.transformer.device)
 
 
 def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
@@ -207,7 +217,6 @@ class PreparedTraining:
         """Optimiser steps from `step` to `max_steps`; returns each step's loss, averaged over the processes."""
         config, accelerator = self.config, self.accelerator
         epoch_steps = self.steps_per_epoch()
-        block_chooser = block_size_chooser(config, step)
         progress_bar = tqdm(
             total=config.max_steps,
             initial=step,
@@ -220,7 +229,7 @@ class PreparedTraining:
             self.dataloader.set_epoch(epoch)
             batches = accelerator.skip_first_batches(self.dataloader, skip * config.gradient_accumulation_steps)
             for batch in batches:
-                loss = self.accumulate_batch(batch, block_chooser.choice(config.block_sizes), step)
+                loss = self.accumulate_batch(batch, step)
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
@@ -248,10 +257,10 @@ class PreparedTraining:
             )
         return steps
 
-    def accumulate_batch(self, batch: dict, block_size: int, step: int) -> torch.Tensor:
+    def accumulate_batch(self, batch: dict, step: int) -> torch.Tensor:
         """Loss, backward pass and (once the gradients are accumulated) optimiser step of one batch."""
         with self.accelerator.accumulate(self.objective):
-            loss = self.objective(batch, block_size)
+            loss = self.objective(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"The loss became {loss.item()} at step {step}.")
             self.accelerator.backward(loss)
@@ -332,14 +341,6 @@ def student_sigmas(pipe: ColaDLMPipeline, config: TrainingConfig) -> torch.Tenso
         return None
     pipe.scheduler.set_timesteps(config.num_inference_steps)
     return pipe.scheduler.timesteps.float() / pipe.scheduler.config.num_train_timesteps
-
-
-def block_size_chooser(config: TrainingConfig, step: int) -> random.Random:
-    """The seeded chooser of each step's block size, advanced past the `step` steps already done."""
-    block_chooser = random.Random(config.seed)
-    for _ in range(step):
-        block_chooser.choice(config.block_sizes)
-    return block_chooser
 
 
 def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[float]):
