@@ -125,6 +125,7 @@ def main():
             output_dir=prior_dir,
             pretrained_model=vae_dir,
             max_steps=args.prior_steps,
+            sample_posterior=False,  # the shipped model's prior was trained on posterior means
             **COMMON,
         )
     )
