@@ -215,6 +215,28 @@ def test_one_step_changes_the_trained_weights_only(stage, corpus_file, tmp_path)
     assert saved["model_max_length"] == config.max_length == 16
 
 
+def test_vae_finetune_trains_the_decoder_output_layer_only(corpus_file, tmp_path):
+    config = tiny_config("vae_finetune", corpus_file, tmp_path / "out", max_steps=3, learn_padding=True)
+    torch.manual_seed(config.seed)
+    from cola_diffusers.training.losses import vae_finetune_loss
+    from cola_diffusers.training.trainer import build_pipeline, make_dataloader
+
+    initial = build_pipeline(config)
+    pipe, history = train(config)
+    before, after = initial.vae.state_dict(), pipe.vae.state_dict()
+    changed = {key for key in before if not torch.equal(before[key], after[key])}
+    assert changed == {"decoder.lm_head.weight", "decoder.lm_head.bias"}
+    assert all(torch.equal(t, initial.transformer.state_dict()[k]) for k, t in pipe.transformer.state_dict().items())
+
+    # The loss: cross-entropy of decoding the normalised posterior mean, over every token (padding learnt too).
+    batch = next(iter(make_dataloader(None, initial, config)))
+    latents = initial.vae.normalize_latents(initial.vae.encode(batch["input_ids"]).latent_dist.mode())
+    logits = initial.vae.decode(latents).logits
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["input_ids"].flatten())
+    loss = vae_finetune_loss(initial.vae, batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(loss, expected)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["vae", "prior"])
 def test_two_hundred_steps_lower_the_loss(stage, corpus_file, tmp_path):

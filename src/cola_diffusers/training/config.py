@@ -71,7 +71,12 @@ PRESETS = {
         "mixed_precision": "bf16",
     },
 }
-STAGES = {"vae": "Stage 1 (VAE)", "prior": "Stage 2 (prior)", "distill": "Distillation"}
+STAGES = {
+    "vae": "Stage 1 (VAE)",
+    "prior": "Stage 2 (prior)",
+    "distill": "Distillation",
+    "vae_finetune": "VAE fine-tune",
+}
 
 
 def setting(help: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
@@ -91,8 +96,9 @@ class TrainingConfig:
     """
 
     stage: str = setting(
-        '`"vae"` (Stage 1, the Text VAE), `"prior"` (Stage 2, the DiT prior on the VAE latents) or `"distill"` (a'
-        " few-step student of the `pretrained_model` prior)."
+        '`"vae"` (Stage 1, the Text VAE), `"prior"` (Stage 2, the DiT prior on the VAE latents), `"distill"` (a'
+        ' few-step student of the `pretrained_model` prior) or `"vae_finetune"` (the VAE decoder\'s output layer,'
+        " for new special tokens)."
     )
     train_file: str = setting(
         "UTF-8 text file, one training example per line; blank lines are skipped, each line is ended by the eos token"
@@ -197,7 +203,8 @@ class TrainingConfig:
             check_type(field.name, getattr(self, field.name), field.type)
         if self.stage not in STAGES:
             raise ValueError(
-                f'`stage` must be "vae" (Stage 1), "prior" (Stage 2) or "distill", got {json.dumps(self.stage)}.'
+                f'`stage` must be "vae" (Stage 1), "prior" (Stage 2), "distill" or "vae_finetune", got '
+                f"{json.dumps(self.stage)}."
             )
         if self.stage == "distill" and self.pretrained_model is None:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')

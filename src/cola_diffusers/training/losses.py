@@ -62,6 +62,21 @@ def vae_loss(
     return {"loss": loss, "reconstruction": reconstruction, "kl": kl, "masked_tokens": masked_tokens}
 
 
+def vae_finetune_loss(
+    vae: AutoencoderKLColaText, input_ids: torch.LongTensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """
+    The official VAE special-token fine-tune's loss: the token cross-entropy of decoding the posterior mean, as the
+    pipeline decodes (normalised latents), over the tokens `attention_mask` marks. Only the decoder's output layer
+    is trained, so the encoder runs without gradients.
+    """
+    with torch.no_grad():
+        latents = vae.normalize_latents(vae.encode(input_ids, attention_mask).latent_dist.mode())
+    logits = vae.decode(latents).logits
+    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), input_ids.flatten(), reduction="none")
+    return token_loss.view_as(input_ids)[attention_mask.bool()].mean()
+
+
 def two_block_layout_mask(
     position_ids: torch.LongTensor, key_valid: torch.Tensor, block_size: int | torch.LongTensor
 ) -> torch.Tensor:

@@ -35,7 +35,7 @@ from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausal
 from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .couplings import collate_couplings, load_couplings
-from .losses import distillation_loss, prior_loss, vae_loss
+from .losses import distillation_loss, prior_loss, vae_finetune_loss, vae_loss
 
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,9 @@ class StageObjective(torch.nn.Module):
 
     @property
     def trained(self) -> torch.nn.Module:
+        """The module whose weights the stage trains; the fine-tune trains the decoder's output layer only."""
+        if self.config.stage == "vae_finetune":
+            return self.vae.decoder.lm_head
         return self.vae if self.config.stage == "vae" else self.transformer
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -128,6 +131,8 @@ class StageObjective(torch.nn.Module):
                 self.transformer.config.block_size,
                 self.sigmas,
             )
+        if config.stage == "vae_finetune":
+            return vae_finetune_loss(self.vae, batch["input_ids"], batch["attention_mask"])
         if config.stage == "vae":
             losses = vae_loss(
                 self.vae,
