@@ -191,7 +191,8 @@ class PackedRows(torch.utils.data.IterableDataset):
 
     The rows are a deterministic function of the arguments, so that iterating again with `start_row=n` yields rows
     `n, n + 1, ...` of the uninterrupted stream. Resuming regenerates the first `n` rows and throws them away: it costs
-    reading, tokenising and packing the documents of `n` rows once more (no tensors are made for them).
+    reading, tokenising and packing the documents of `n` rows once more, linear in `n` (no tensors are made for them).
+    A `DataLoader` of these rows has `num_workers` 0 or 1: more workers would each pack the same rows.
 
     Args:
         dataset (`datasets.Dataset` or `datasets.IterableDataset`):
