@@ -20,8 +20,12 @@ from .config import TrainingConfig
 
 # Imported on first use, so that reading and checking a `TrainingConfig` needs no torch.
 _EXPORTS = {
+    "SFTBatch": ".sft",
+    "build_sft_batch": ".sft",
     "prior_loss": ".losses",
+    "render_conversation": ".sft",
     "sample_logit_normal": ".losses",
+    "sft_loss": ".losses",
     "train": ".trainer",
     "two_block_layout_mask": ".losses",
     "vae_loss": ".losses",
