@@ -25,6 +25,7 @@ import time
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 from cola_diffusers.training import train
 from cola_diffusers.training.trainer import build_pipeline
@@ -105,3 +106,21 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(cor
 
 def _names(folder):
     return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def test_packed_rows_resume_at_the_exact_sample(tmp_path):
+    # Documents of a JSONL file, packed into full rows; a run resumed with `latest` trains on the rows an
+    # uninterrupted run trains on, so its losses are the same.
+    data = tmp_path / "corpus.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"document {i}: " + "the river " * (i % 5)}) for i in range(40)))
+    settings = {"packing": True, "max_steps": 6, "batch_size": 4}
+    _, straight = train(tiny_config("prior", str(data), tmp_path / "straight", **settings))
+    first = tiny_config("prior", str(data), tmp_path / "run", checkpoint_every=3, **settings)
+    train(dataclasses.replace(first, max_steps=3))
+    _, resumed = train(dataclasses.replace(first, resume_from="latest"))
+    assert resumed == pytest.approx(straight[3:], rel=1e-5)
+    # Each row is packed full: no padding anywhere.
+    from cola_diffusers.training.trainer import make_dataloader
+
+    batch = next(iter(make_dataloader(Accelerator(cpu=True), build_pipeline(first), first)))
+    assert batch["input_ids"].shape == (4, 16) and bool(batch["attention_mask"].all())

@@ -129,6 +129,14 @@ class TrainingConfig:
         default_factory=dict,
     )
     max_length: int = setting("Tokens per training row; a multiple of every `block_sizes` entry.", 64)
+    packing: bool = setting(
+        "Read `train_file` with `datasets` (a .txt, .jsonl or .parquet file, a folder of them, or a Hub dataset"
+        " name) and pack its documents best-fit into full rows of `max_length` tokens, each document starting with"
+        " `<|endoftext|>`, as the official loader does; every process reads its own shard. False: one line a row.",
+        False,
+    )
+    text_column: str = setting("With `packing`: the column of the documents.", "text")
+    streaming: bool = setting("With `packing`: stream the data instead of loading it (corpora beyond memory).", False)
     learn_padding: bool = setting(
         "Count padding as tokens to learn, so that the model can end its text inside a block.", False
     )
@@ -303,7 +311,7 @@ class TrainingConfig:
         Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`, and
         `ValueError` for a `train_file` of fewer lines than one optimiser step takes.
         """
-        paths = {"train_file": self.train_file}
+        paths = {} if self.packing and not os.path.exists(self.train_file) else {"train_file": self.train_file}
         if self.resume_from != "latest":
             paths["resume_from"] = self.resume_from
         if self.pretrained_model is None:
@@ -311,6 +319,8 @@ class TrainingConfig:
         for name, path in paths.items():
             if path is not None and not os.path.exists(path):
                 raise FileNotFoundError(f"`{name}` `{path}` does not exist.")
+        if self.packing:
+            return  # a dataset, possibly a Hub name or a stream: its size is not known before reading it
         with open(self.train_file, encoding="utf-8") as file:
             num_lines = sum(1 for line in file if line.strip())
         if num_lines < self.batch_size * self.gradient_accumulation_steps:

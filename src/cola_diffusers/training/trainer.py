@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Iterator
 
 import torch
 from accelerate import Accelerator
@@ -35,6 +36,7 @@ from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausal
 from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .couplings import collate_couplings, load_couplings
+from .data import PackedRows, load_text_dataset
 from .losses import distillation_loss, prior_loss, vae_finetune_loss, vae_loss
 
 
@@ -55,7 +57,23 @@ def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
 
 
 def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader:
-    """Shuffled batches of the lines of `train_file`: tokenised rows, or for distillation the teacher's couplings."""
+    """
+    Shuffled batches of `train_file`: its lines as tokenised rows, or for distillation the teacher's couplings of
+    them; with `packing`, this process's endless stream of packed rows.
+    """
+    if config.packing:
+        dataset = load_text_dataset(config.train_file, text_column=config.text_column, streaming=config.streaming)
+        rows = PackedRows(
+            dataset,
+            pipe.tokenizer,
+            config.max_length,
+            text_column=config.text_column,
+            seed=config.seed,
+            process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes,
+        )
+        # Its own generator: creating an iterator then draws nothing from the global one, which resumes exactly.
+        return DataLoader(rows, batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed))
     with open(config.train_file, encoding="utf-8") as file:
         lines = [line.rstrip("\n") for line in file if line.strip()]
     if config.stage == "distill":
@@ -221,7 +239,6 @@ class PreparedTraining:
     def run_steps(self, step: int) -> list[float]:
         """Optimiser steps from `step` to `max_steps`; returns each step's loss, averaged over the processes."""
         config, accelerator = self.config, self.accelerator
-        epoch_steps = self.steps_per_epoch()
         progress_bar = tqdm(
             total=config.max_steps,
             initial=step,
@@ -229,26 +246,40 @@ class PreparedTraining:
             disable=not accelerator.is_local_main_process,
         )
         history = []
-        while step < config.max_steps:
-            epoch, skip = divmod(step, epoch_steps)
-            self.dataloader.set_epoch(epoch)
-            batches = accelerator.skip_first_batches(self.dataloader, skip * config.gradient_accumulation_steps)
-            for batch in batches:
-                loss = self.accumulate_batch(batch, step)
-                if not accelerator.sync_gradients:
-                    continue
-                step += 1
-                history.append(self.finish_step(loss))
-                accelerator.log({"loss": history[-1], "lr": self.lr_scheduler.get_last_lr()[0]}, step=step)
-                progress_bar.update()
-                if step % config.log_every == 0:
-                    progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
-                if config.checkpoint_every and step % config.checkpoint_every == 0:
-                    save_checkpoint(accelerator, config, step)
-                if step >= config.max_steps:
-                    break
+        for batch in self.batches(step) if step < config.max_steps else ():
+            loss = self.accumulate_batch(batch, step)
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            history.append(self.finish_step(loss))
+            accelerator.log({"loss": history[-1], "lr": self.lr_scheduler.get_last_lr()[0]}, step=step)
+            progress_bar.update()
+            if step % config.log_every == 0:
+                progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_checkpoint(accelerator, config, step)
+            if step >= config.max_steps:
+                break
         progress_bar.close()
         return history
+
+    def batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
+        """
+        The batches from optimiser step `step` on, without end: epoch after epoch of the rows (skipping those done),
+        or the packed stream from its row `step × batch_size × gradient_accumulation_steps` on.
+        """
+        config, accelerator = self.config, self.accelerator
+        if isinstance(self.dataloader.dataset, PackedRows):
+            self.dataloader.dataset.start_row = step * config.batch_size * config.gradient_accumulation_steps
+            for batch in self.dataloader:
+                yield {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+            return
+        epoch_steps = self.steps_per_epoch()
+        while True:
+            epoch, skip = divmod(step, epoch_steps)
+            self.dataloader.set_epoch(epoch)
+            yield from accelerator.skip_first_batches(self.dataloader, skip * config.gradient_accumulation_steps)
+            step = (epoch + 1) * epoch_steps
 
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one pass over the data; refuses data too small for one."""
@@ -301,9 +332,10 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_steps * accelerator.num_processes,
     )
-    objective, optimizer, dataloader, lr_scheduler = accelerator.prepare(
-        objective, optimizer, dataloader, lr_scheduler
-    )
+    objective, optimizer, lr_scheduler = accelerator.prepare(objective, optimizer, lr_scheduler)
+    if not config.packing:
+        # A packed stream is already this process's shard.
+        dataloader = accelerator.prepare(dataloader)
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
