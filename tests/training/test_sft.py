@@ -14,6 +14,7 @@
 
 """Supervised fine-tuning: conversation rendering as the official SFT script does it, batches and the SFT loss."""
 
+import json
 import os
 
 import pytest
@@ -319,3 +320,39 @@ def test_sft_loss_trains_every_latent_holding_a_response_token():
     untrained = ~batch.loss_mask.unflatten(1, (-1, 2)).any(-1)
     assert untrained[:, -1].all()  # padding
     assert perturbed_loss(pipe, batch, 2, untrained.float()) == baseline
+
+
+def test_the_sft_stage_saves_the_chat_format_that_messages_then_use(tmp_path):
+    from cola_diffusers import ColaDLMPipeline
+    from cola_diffusers.demo import DEMO_MODEL_PATH
+    from cola_diffusers.training import TrainingConfig, train
+
+    conversations = [
+        [{"role": "user", "content": f" {n:04d}>"}, {"role": "assistant", "content": f"{n:04d}"[::-1]}]
+        for n in range(8)
+    ]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": messages}) for messages in conversations))
+    settings = {"chat_format": "text", "chat_stop_token": "<|im_end|>", "max_length": 32, "batch_size": 4}
+    config = TrainingConfig(
+        stage="sft",
+        train_file=str(data),
+        output_dir=str(tmp_path / "sft"),
+        pretrained_model=DEMO_MODEL_PATH,
+        max_steps=4,
+        learning_rate=1e-3,
+        sample_posterior=False,
+        **settings,
+    )
+    base = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
+    _, history = train(config)
+    assert len(history) == 4 and history[-1] < history[0]
+    saved = json.loads((tmp_path / "sft" / "model_index.json").read_text())
+    assert (saved["chat_format"], saved["chat_stop_token_id"], saved["chat_pad_with_stop"]) == ("text", 1, True)
+
+    pipe = ColaDLMPipeline.from_pretrained(tmp_path / "sft")
+    assert not any(torch.equal(a, b) for a, b in zip(pipe.transformer.parameters(), base.transformer.parameters()))
+    # `messages=` without a chat format renders the prompt as training did, up to the first response token.
+    ids, roles = render_conversation(pipe.tokenizer, conversations[0], "text", stop_token_id=1)
+    assert pipe.tokenize(messages=conversations[0][:1]) == [ids[: roles.index(True)]]
+    assert pipe.stop_criteria(chat_format=pipe.chat_format)[0][-1] == 1

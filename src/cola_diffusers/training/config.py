@@ -76,6 +76,7 @@ STAGES = {
     "prior": "Stage 2 (prior)",
     "distill": "Distillation",
     "vae_finetune": "VAE fine-tune",
+    "sft": "SFT",
 }
 
 
@@ -97,12 +98,13 @@ class TrainingConfig:
 
     stage: str = setting(
         '`"vae"` (Stage 1, the Text VAE), `"prior"` (Stage 2, the DiT prior on the VAE latents), `"distill"` (a'
-        ' few-step student of the `pretrained_model` prior) or `"vae_finetune"` (the VAE decoder\'s output layer,'
-        " for new special tokens)."
+        ' few-step student of the `pretrained_model` prior), `"vae_finetune"` (the VAE decoder\'s output layer,'
+        ' for new special tokens) or `"sft"` (the prior on conversations).'
     )
     train_file: str = setting(
         "UTF-8 text file, one training example per line; blank lines are skipped, each line is ended by the eos token"
         " and padded or cut to `max_length` tokens. Distillation: one prompt per line, at most `max_length` tokens."
+        ' SFT: a JSONL file (or `datasets` name) of `{"messages": [{"role", "content"}, ...]}` conversations.'
     )
     output_dir: str = setting(
         "Folder of the trained pipeline (diffusers format), `loss_history.json` and checkpoints."
@@ -177,6 +179,17 @@ class TrainingConfig:
     logit_mean: float = setting("Stage 2: location of the logit-normal noise level σ = sigmoid(N(mean, std²)).", 0.0)
     logit_std: float = setting("Stage 2: scale of the logit-normal noise level.", 1.0)
     noise_level_per: str = setting('Stage 2: one noise level per `"block"` or per `"sample"`.', "block")
+    chat_format: str = setting(
+        'SFT: how conversations are rendered, `"text"` (`User: ...` / `Assistant: ...■`) or `"chatml"`; saved with'
+        " the model, so that `messages=` and the server use it.",
+        "text",
+    )
+    chat_stop_token: str | None = setting(
+        "SFT: the token that ends an assistant turn, when not the format's (`■`, `<|im_end|>`); saved too.", None
+    )
+    pad_with_stop: bool = setting(
+        "SFT, chatml: pad with `<|im_end|>` (true) or `<|pad|>`; `text` always pads with its stop token.", True
+    )
     gen_length: int = setting("Distillation: new tokens the teacher generates per prompt.", 32)
     teacher_num_inference_steps: int = setting("Distillation: the teacher's steps per block.", 16)
     teacher_guidance_scale: float = setting(
@@ -211,9 +224,11 @@ class TrainingConfig:
             check_type(field.name, getattr(self, field.name), field.type)
         if self.stage not in STAGES:
             raise ValueError(
-                f'`stage` must be "vae" (Stage 1), "prior" (Stage 2), "distill" or "vae_finetune", got '
+                f'`stage` must be "vae" (Stage 1), "prior" (Stage 2), "distill", "vae_finetune" or "sft", got '
                 f"{json.dumps(self.stage)}."
             )
+        if self.chat_format not in ("text", "chatml"):
+            raise ValueError(f'`chat_format` must be "text" or "chatml", got {json.dumps(self.chat_format)}.')
         if self.stage == "distill" and self.pretrained_model is None:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:
@@ -311,7 +326,8 @@ class TrainingConfig:
         Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`, and
         `ValueError` for a `train_file` of fewer lines than one optimiser step takes.
         """
-        paths = {} if self.packing and not os.path.exists(self.train_file) else {"train_file": self.train_file}
+        dataset = self.packing or self.stage == "sft"
+        paths = {} if dataset and not os.path.exists(self.train_file) else {"train_file": self.train_file}
         if self.resume_from != "latest":
             paths["resume_from"] = self.resume_from
         if self.pretrained_model is None:
@@ -319,7 +335,7 @@ class TrainingConfig:
         for name, path in paths.items():
             if path is not None and not os.path.exists(path):
                 raise FileNotFoundError(f"`{name}` `{path}` does not exist.")
-        if self.packing:
+        if self.packing or self.stage == "sft":
             return  # a dataset, possibly a Hub name or a stream: its size is not known before reading it
         with open(self.train_file, encoding="utf-8") as file:
             num_lines = sum(1 for line in file if line.strip())

@@ -209,7 +209,7 @@ def layout_velocity_error(
     target: torch.Tensor,
     valid: torch.Tensor,
     weight: torch.Tensor,
-    block_size: int,
+    block_size: int | torch.LongTensor,
 ) -> torch.Tensor:
     """
     The DiT's error on the "2L" layout given its noisy copy: `clean` at timestep 0, then `noisy` at `timestep`; the
@@ -289,7 +289,7 @@ def sft_noisy_copy(
     sigma: torch.Tensor,
     response: torch.Tensor,
     loss_mask: torch.Tensor,
-    block_size: int,
+    block_size: int | torch.LongTensor,
     *,
     num_train_timesteps: int = 1000,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -306,15 +306,19 @@ def sft_noisy_copy(
         sigma (`torch.Tensor` of shape `(B,)`): The noise level of every sample.
         response (`torch.BoolTensor` of shape `(B, L)`): The response latents, padding included.
         loss_mask (`torch.BoolTensor` of shape `(B, L)`): The response latents that are trained on.
-        block_size (`int`): Latents per block.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block, or each sample's.
 
     Returns:
         `tuple` of the noisy copy `(B, L, D)`, its timesteps `(B, L)` and the loss weights `(B, L)` (float).
     """
     batch_size, num_latents = response.shape
-    num_blocks = -(-num_latents // block_size)
-    blocks = F.pad(response, (0, num_blocks * block_size - num_latents)).view(batch_size, num_blocks, block_size)
-    seen_response = blocks.int().cummax(-1).values.bool().flatten(1)[:, :num_latents]
+    position_ids = torch.arange(num_latents, device=response.device).expand(batch_size, -1)
+    sizes = per_sample(block_size, position_ids)
+    block_start = torch.div(position_ids, sizes, rounding_mode="floor") * sizes
+    # Response latents so far in the block: the running count, less the count before the block starts.
+    count = response.long().cumsum(1)
+    before = count.gather(1, (block_start - 1).clamp(min=0)).masked_fill(block_start == 0, 0)
+    seen_response = count > before
     prompt_after_response = seen_response & ~response
     held_clean = ~seen_response
 
@@ -333,7 +337,7 @@ def sft_loss(
     input_ids: torch.LongTensor,
     response: torch.Tensor,
     loss_mask: torch.Tensor,
-    block_size: int,
+    block_size: int | torch.LongTensor,
     *,
     num_train_timesteps: int = 1000,
     logit_mean: float = 0.0,
@@ -357,7 +361,7 @@ def sft_loss(
         input_ids (`torch.LongTensor` of shape `(B, N)`): Rendered, padded conversations.
         response (`torch.BoolTensor` of shape `(B, N)`): The response tokens, padding included.
         loss_mask (`torch.BoolTensor` of shape `(B, N)`): The response tokens before the padding.
-        block_size (`int`): Latents per block.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block, or each sample's.
 
     Returns:
         The mean squared velocity error over the trained response latents.

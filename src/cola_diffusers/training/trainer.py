@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Training loop of both Cola-DLM stages on accelerate."""
+"""The training loop of every Cola-DLM stage, on accelerate."""
 
 import dataclasses
 import json
@@ -37,7 +37,8 @@ from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .couplings import collate_couplings, load_couplings
 from .data import PackedRows, load_text_dataset
-from .losses import distillation_loss, prior_loss, vae_finetune_loss, vae_loss
+from .losses import distillation_loss, prior_loss, sft_loss, vae_finetune_loss, vae_loss
+from .sft import build_sft_batch
 
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,22 @@ def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: Tra
     Shuffled batches of `train_file`: its lines as tokenised rows, or for distillation the teacher's couplings of
     them; with `packing`, this process's endless stream of packed rows.
     """
+    if config.stage == "sft":
+        conversations = load_text_dataset(config.train_file, text_column="messages")["messages"]
+        batch = build_sft_batch(
+            pipe.tokenizer,
+            list(conversations),
+            config.chat_format,
+            config.max_length,
+            pad_with_stop=config.pad_with_stop,
+            stop_token_id=chat_stop_token_id(pipe, config),
+        )
+        samples = [
+            {"input_ids": ids, "response": response, "loss_mask": loss}
+            for ids, response, loss in zip(batch.input_ids, batch.response, batch.loss_mask)
+        ]
+        generator = torch.Generator().manual_seed(config.seed)
+        return DataLoader(samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator)
     if config.packing:
         dataset = load_text_dataset(config.train_file, text_column=config.text_column, streaming=config.streaming)
         rows = PackedRows(
@@ -86,6 +103,16 @@ def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: Tra
     return DataLoader(
         samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
     )
+
+
+def chat_stop_token_id(pipe: ColaDLMPipeline, config: TrainingConfig) -> int | None:
+    """SFT: the id of `chat_stop_token`, which the tokenizer must know; None keeps the format's stop token."""
+    if config.chat_stop_token is None:
+        return None
+    token_id = pipe.tokenizer.convert_tokens_to_ids(config.chat_stop_token)
+    if token_id is None or token_id == pipe.tokenizer.unk_token_id:
+        raise ValueError(f"`chat_stop_token` {config.chat_stop_token!r} is not a token of the tokenizer.")
+    return token_id
 
 
 def tokenised_rows(pipe: ColaDLMPipeline, config: TrainingConfig, lines: list[str]) -> list[dict[str, torch.Tensor]]:
@@ -148,6 +175,18 @@ class StageObjective(torch.nn.Module):
                 batch["valid"],
                 self.transformer.config.block_size,
                 self.sigmas,
+            )
+        if config.stage == "sft":
+            return sft_loss(
+                self.transformer,
+                self.vae,
+                batch["input_ids"],
+                batch["response"],
+                batch["loss_mask"],
+                self.block_sizes(len(batch["input_ids"])),
+                logit_mean=config.logit_mean,
+                logit_std=config.logit_std,
+                sample_posterior=config.sample_posterior,
             )
         if config.stage == "vae_finetune":
             return vae_finetune_loss(self.vae, batch["input_ids"], batch["attention_mask"])
@@ -387,6 +426,13 @@ def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[flo
     if run.ema is not None:
         run.ema.copy_to(run.trained.parameters())
     run.trained.eval()
+    if config.stage == "sft":
+        # `messages=`, the command line and the server render conversations as the model was trained.
+        pipe.register_to_config(
+            chat_format=config.chat_format,
+            chat_stop_token_id=chat_stop_token_id(pipe, config),
+            chat_pad_with_stop=config.pad_with_stop if config.chat_format == "chatml" else True,
+        )
     if config.stage == "distill":
         # The student samples with its own steps and no guidance when a call leaves them unset.
         pipe.register_to_config(default_num_inference_steps=config.num_inference_steps, default_guidance_scale=1.0)
