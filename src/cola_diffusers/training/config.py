@@ -179,6 +179,14 @@ class TrainingConfig:
     logit_mean: float = setting("Stage 2: location of the logit-normal noise level σ = sigmoid(N(mean, std²)).", 0.0)
     logit_std: float = setting("Stage 2: scale of the logit-normal noise level.", 1.0)
     noise_level_per: str = setting('Stage 2: one noise level per `"block"` or per `"sample"`.', "block")
+    joint_vae: bool = setting(
+        "Stage 2: train the VAE with the prior (the paper's joint Stage 2), regularised by a KL to its frozen"
+        " starting encoder.",
+        False,
+    )
+    joint_vae_weight: float = setting("Joint Stage 2: weight λ_VAE of the VAE's reconstruction terms.", 1.0)
+    joint_entropy_weight: float = setting("Joint Stage 2: weight β of E_q[log q].", 1e-4)
+    joint_reference_weight: float = setting("Joint Stage 2: weight λ_ref of KL(q ‖ q_ref).", 1.0)
     chat_format: str = setting(
         'SFT: how conversations are rendered, `"text"` (`User: ...` / `Assistant: ...■`) or `"chatml"`; saved with'
         " the model, so that `messages=` and the server use it.",
@@ -229,6 +237,8 @@ class TrainingConfig:
             )
         if self.chat_format not in ("text", "chatml"):
             raise ValueError(f'`chat_format` must be "text" or "chatml", got {json.dumps(self.chat_format)}.')
+        if self.joint_vae and self.stage != "prior":
+            raise ValueError(f'`joint_vae` is an option of `stage` "prior", not {json.dumps(self.stage)}.')
         if self.stage == "distill" and self.pretrained_model is None:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:

@@ -130,6 +130,7 @@ def prior_loss(
     logit_std: float = 1.0,
     noise_level_per: str = "block",
     sample_posterior: bool = False,
+    detach_context: bool = False,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """
@@ -140,7 +141,8 @@ def prior_loss(
     sample) gets a logit-normal `σ`; the noisy copy is `x_σ = (1 - σ) x_0 + σ ε` and the target velocity `ε - x_0`.
     With probability `prompt_boundary_rate` a block starts with a random number of clean positions held at
     timestep 0 (a prompt ending inside the block, as the first generated block sees at inference); those positions
-    and padding are excluded from the loss. `block_size` is one size or each sample's, `(B,)`.
+    and padding are excluded from the loss. `block_size` is one size or each sample's, `(B,)`. With
+    `detach_context` (a VAE trained jointly) no gradient flows through the clean context, `sg(z_0^(<b))`.
 
     Returns:
         The mean squared velocity error over the noisy, non-pinned, non-padding positions.
@@ -164,9 +166,64 @@ def prior_loss(
     sigma = sigma.masked_fill(pinned, 0.0)
 
     noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-    return velocity_error(
-        transformer, clean, noise, sigma, valid, valid & ~pinned, sizes[:, 0], num_train_timesteps=num_train_timesteps
+    noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
+    context = clean.detach() if detach_context else clean
+    timestep = sigma * num_train_timesteps
+    weight = valid & ~pinned
+    return layout_velocity_error(transformer, context, noisy, timestep, noise - clean, valid, weight, sizes[:, 0])
+
+
+def joint_prior_loss(
+    transformer: ColaTransformer1DModel,
+    vae: AutoencoderKLColaText,
+    reference_vae: AutoencoderKLColaText,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    block_size: int | torch.LongTensor,
+    *,
+    vae_weight: float = 1.0,
+    entropy_weight: float = 1e-4,
+    reference_weight: float = 1.0,
+    mask_rate: float = 0.15,
+    masked_token_weight: float = 1.0,
+    **prior_options,
+) -> dict[str, torch.Tensor]:
+    """
+    The paper's joint Stage 2 (Eq. 2.2.3), VAE and DiT trained together:
+
+        vae_weight · (reconstruction + entropy_weight · E_q[log q] + masked_token_weight · L_mask)
+        + L_FM + reference_weight · KL(q(z|x) || q_ref(z|x))
+
+    `L_FM` is [`prior_loss`] with gradients into the encoder through the noisy latents and targets but not through
+    the clean context; `q_ref` is the frozen Stage-1 encoder of `reference_vae`, which keeps the latents from
+    drifting. `prior_options` go to `prior_loss`.
+
+    Returns:
+        `dict` with `loss` and its parts `flow_matching`, `reconstruction`, `negative_entropy`, `masked_tokens`,
+        `reference_kl`.
+    """
+    parts = vae_loss(vae, input_ids, attention_mask, mask_rate=mask_rate, masked_token_weight=masked_token_weight)
+    posterior = vae.encode(input_ids, attention_mask).latent_dist
+    with torch.no_grad():
+        reference = reference_vae.encode(input_ids, attention_mask).latent_dist
+    latent_valid = attention_mask.bool().unflatten(1, (-1, vae.config.patch_size)).any(-1)
+    negative_entropy = posterior.negative_entropy()[latent_valid].mean()
+    reference_kl = posterior.kl(reference)[latent_valid].mean()
+    flow_matching = prior_loss(
+        transformer, vae, input_ids, attention_mask, block_size, detach_context=True, **prior_options
     )
+    vae_terms = (
+        parts["reconstruction"] + entropy_weight * negative_entropy + masked_token_weight * parts["masked_tokens"]
+    )
+    loss = vae_weight * vae_terms + flow_matching + reference_weight * reference_kl
+    return {
+        "loss": loss,
+        "flow_matching": flow_matching,
+        "reconstruction": parts["reconstruction"],
+        "negative_entropy": negative_entropy,
+        "masked_tokens": parts["masked_tokens"],
+        "reference_kl": reference_kl,
+    }
 
 
 def velocity_error(

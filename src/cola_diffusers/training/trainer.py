@@ -14,7 +14,9 @@
 
 """The training loop of every Cola-DLM stage, on accelerate."""
 
+import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,7 +39,7 @@ from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .couplings import collate_couplings, load_couplings
 from .data import PackedRows, load_text_dataset
-from .losses import distillation_loss, prior_loss, sft_loss, vae_finetune_loss, vae_loss
+from .losses import distillation_loss, joint_prior_loss, prior_loss, sft_loss, vae_finetune_loss, vae_loss
 from .sft import build_sft_batch
 
 
@@ -156,13 +158,22 @@ class StageObjective(torch.nn.Module):
         self.transformer = transformer
         self.vae = vae
         self.register_buffer("sigmas", sigmas, persistent=False)
+        # Joint Stage 2: the VAE as it starts, frozen, the reference its latents may not drift from.
+        self.reference_vae = copy.deepcopy(vae).requires_grad_(False) if config.joint_vae else None
 
     @property
     def trained(self) -> torch.nn.Module:
         """The module whose weights the stage trains; the fine-tune trains the decoder's output layer only."""
         if self.config.stage == "vae_finetune":
             return self.vae.decoder.lm_head
+        if self.config.joint_vae:
+            return self.joint
         return self.vae if self.config.stage == "vae" else self.transformer
+
+    @functools.cached_property
+    def joint(self) -> torch.nn.ModuleList:
+        """Joint Stage 2: the two trained models."""
+        return torch.nn.ModuleList([self.transformer, self.vae])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         config = self.config
@@ -201,18 +212,28 @@ class StageObjective(torch.nn.Module):
                 sample_posterior=config.sample_posterior,
             )
             return losses["loss"]
-        return prior_loss(
+        prior_options = {
+            "prompt_boundary_rate": config.prompt_boundary_rate,
+            "logit_mean": config.logit_mean,
+            "logit_std": config.logit_std,
+            "noise_level_per": config.noise_level_per,
+            "sample_posterior": config.sample_posterior,
+        }
+        inputs = (batch["input_ids"], batch["attention_mask"], self.block_sizes(len(batch["input_ids"])))
+        if not config.joint_vae:
+            return prior_loss(self.transformer, self.vae, *inputs, **prior_options)
+        return joint_prior_loss(
             self.transformer,
             self.vae,
-            batch["input_ids"],
-            batch["attention_mask"],
-            self.block_sizes(len(batch["input_ids"])),
-            prompt_boundary_rate=config.prompt_boundary_rate,
-            logit_mean=config.logit_mean,
-            logit_std=config.logit_std,
-            noise_level_per=config.noise_level_per,
-            sample_posterior=config.sample_posterior,
-        )
+            self.reference_vae,
+            *inputs,
+            vae_weight=config.joint_vae_weight,
+            entropy_weight=config.joint_entropy_weight,
+            reference_weight=config.joint_reference_weight,
+            mask_rate=config.mask_rate,
+            masked_token_weight=config.masked_token_weight,
+            **prior_options,
+        )["loss"]
 
     def block_sizes(self, batch_size: int) -> torch.LongTensor:
         """Every sample's block size, drawn from `block_sizes` with `block_size_probs`."""

@@ -14,6 +14,7 @@
 
 """The posterior and the outputs of the Cola-DLM Text VAE."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,9 +48,19 @@ class ColaTextLatentDistribution:
         """The posterior mean, used for prompts at inference."""
         return self.mean
 
-    def kl(self) -> torch.Tensor:
-        """`KL(q || N(0, I))` summed over the latent channels, shape `(batch_size, num_latents)`."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=-1)
+    def kl(self, other: "ColaTextLatentDistribution | None" = None) -> torch.Tensor:
+        """
+        `KL(q || N(0, I))`, or `KL(q || other)`, summed over the latent channels, shape `(batch_size, num_latents)`.
+        """
+        if other is None:
+            return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=-1)
+        variance_ratio = (self.logvar - other.logvar).exp()
+        squared_distance = (self.mean - other.mean).pow(2) / other.logvar.exp()
+        return 0.5 * (squared_distance + variance_ratio - 1.0 - self.logvar + other.logvar).sum(dim=-1)
+
+    def negative_entropy(self) -> torch.Tensor:
+        """`E_q[log q]` summed over the latent channels, shape `(batch_size, num_latents)`."""
+        return -0.5 * (1.0 + math.log(2 * math.pi) + self.logvar).sum(dim=-1)
 
 
 @dataclass
