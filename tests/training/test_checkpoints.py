@@ -124,3 +124,19 @@ def test_packed_rows_resume_at_the_exact_sample(tmp_path):
 
     batch = next(iter(make_dataloader(Accelerator(cpu=True), build_pipeline(first), first)))
     assert batch["input_ids"].shape == (4, 16) and bool(batch["attention_mask"].all())
+
+
+def test_the_validation_loss_is_logged_with_fixed_noise(corpus_file, tmp_path):  # noqa: F811
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = {"validation_file": corpus_file, "validation_every": 2, "report_to": "tensorboard", "max_steps": 4}
+    # A learning rate of 0: the weights do not move, so every validation loss must be the same.
+    _, history = train(tiny_config("prior", corpus_file, tmp_path / "frozen", learning_rate=0.0, **settings))
+    events = EventAccumulator(str(tmp_path / "frozen" / "logs" / "cola-diffusers"))
+    events.Reload()
+    frozen = events.Scalars("validation_loss")
+    assert [event.step for event in frozen] == [2, 4]
+    assert frozen[0].value == pytest.approx(frozen[1].value, rel=1e-6)
+    # Validation leaves the training's random state alone: the training losses are those of a run without it.
+    _, plain = train(tiny_config("prior", corpus_file, tmp_path / "plain", learning_rate=0.0, max_steps=4))
+    assert history == pytest.approx(plain, rel=1e-6)

@@ -225,6 +225,11 @@ class TrainingConfig:
         ' `"wandb"`; null logs nothing.',
         None,
     )
+    validation_file: str | None = setting(
+        "Held-out data in `train_file`'s format: its loss, with fixed noise, is logged as `validation_loss`.", None
+    )
+    validation_every: int = setting("With `validation_file`: compute the validation loss every this many steps.", 500)
+    validation_batches: int = setting("With `validation_file`: batches of the validation loss, at most.", 8)
     log_every: int = setting("Show the loss on the progress bar every this many steps.", 10)
 
     def __post_init__(self):
@@ -237,6 +242,8 @@ class TrainingConfig:
             )
         if self.chat_format not in ("text", "chatml"):
             raise ValueError(f'`chat_format` must be "text" or "chatml", got {json.dumps(self.chat_format)}.')
+        if self.validation_file is not None and self.stage == "distill":
+            raise ValueError("`validation_file` is not supported by the distillation stage.")
         if self.joint_vae and self.stage != "prior":
             raise ValueError(f'`joint_vae` is an option of `stage` "prior", not {json.dumps(self.stage)}.')
         if self.stage == "distill" and self.pretrained_model is None:
@@ -256,6 +263,7 @@ class TrainingConfig:
                 raise ValueError(f"`{name}` must be positive or null, got {getattr(self, name)}.")
         positive = ("max_length", "batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "gen_length")
         positive += ("teacher_num_inference_steps", "teacher_batch_size", "num_inference_steps")
+        positive += ("validation_every", "validation_batches")
         if self.teacher_guidance_scale < 0:
             raise ValueError(f"`teacher_guidance_scale` must be at least 0, got {self.teacher_guidance_scale}.")
         for name in positive:

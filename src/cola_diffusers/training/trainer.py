@@ -294,6 +294,7 @@ class PreparedTraining:
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     dataloader: DataLoader
+    validation: DataLoader | None
     ema: EMAModel | None
 
     def run_steps(self, step: int) -> list[float]:
@@ -316,6 +317,10 @@ class PreparedTraining:
             progress_bar.update()
             if step % config.log_every == 0:
                 progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
+            if self.validation is not None and step % config.validation_every == 0:
+                validation_loss = self.validation_loss()
+                accelerator.log({"validation_loss": validation_loss}, step=step)
+                progress_bar.write(f"step {step}: validation loss {validation_loss:.4f}")
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save_checkpoint(accelerator, config, step)
             if step >= config.max_steps:
@@ -367,6 +372,23 @@ class PreparedTraining:
             self.optimizer.zero_grad()
         return loss
 
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """The mean loss of the first `validation_batches` validation batches, with the same noise every time."""
+        config, accelerator = self.config, self.accelerator
+        losses = []
+        # Fixed noise that leaves the training's random state as it was.
+        devices = [accelerator.device] if accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config.seed)
+            self.validation.generator.manual_seed(config.seed)  # the same rows in the same order
+            for index, batch in enumerate(self.validation):
+                if index == config.validation_batches:
+                    break
+                batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+                losses.append(self.objective(batch))
+        return accelerator.gather(torch.stack(losses).mean()[None]).mean().item()
+
     def finish_step(self, loss: torch.Tensor) -> float:
         """Updates the EMA after an optimiser step; returns the step's loss averaged over the processes."""
         if self.ema is not None:
@@ -399,8 +421,12 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
+    validation = None
+    if config.validation_file is not None:
+        validation = make_dataloader(accelerator, pipe, dataclasses.replace(config, train_file=config.validation_file))
     return PreparedTraining(
         accelerator=accelerator,
+        validation=validation,
         config=config,
         objective=objective,
         trained=trained,
