@@ -79,6 +79,7 @@ SKIPS = [
     ("python -m pytest tests", "runs the whole test suite, this test included"),
     ("accelerate launch --num_processes 8", "8 GPUs"),
     ("accelerate launch --num_processes 2 examples", "2 GPUs (the CPU form of the same command runs)"),
+    ("--config_file fsdp.yaml", "FSDP: accelerate needs GPUs for it"),
     ("--configs release --device cuda", "a GPU, and the default benchmark runs for over 10 minutes on 2 cores"),
     ('dataset_records("obqa"', "downloads OpenBookQA from the Hub"),
     ("--tasks gsm8k", "lm-eval downloads the gsm8k dataset from the Hub"),
