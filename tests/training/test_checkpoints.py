@@ -120,7 +120,7 @@ def test_packed_rows_resume_at_the_exact_sample(tmp_path):
     _, resumed = train(dataclasses.replace(first, resume_from="latest"))
     assert resumed == pytest.approx(straight[3:], rel=1e-5)
     # Each row is packed full: no padding anywhere.
-    from cola_diffusers.training.trainer import make_dataloader
+    from cola_diffusers.training.dataloaders import make_dataloader
 
     batch = next(iter(make_dataloader(Accelerator(cpu=True), build_pipeline(first), first)))
     assert batch["input_ids"].shape == (4, 16) and bool(batch["attention_mask"].all())

@@ -24,7 +24,8 @@ from cola_diffusers.generation.chat import CHAT_FORMATS
 from cola_diffusers.loaders.tokenizer import load_tokenizer
 from cola_diffusers.models.transformers.transformer_cola import ColaTransformer1DModelOutput
 from cola_diffusers.training import build_sft_batch, render_conversation, sft_loss, two_block_layout_mask
-from cola_diffusers.training.losses import sample_logit_normal, sft_noisy_copy
+from cola_diffusers.training.losses import sample_logit_normal
+from cola_diffusers.training.sft import sft_noisy_copy
 
 from ..conftest import FIXTURE_DIR, make_chat_pipeline, make_tiny_pipeline
 

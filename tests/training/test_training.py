@@ -218,8 +218,9 @@ def test_one_step_changes_the_trained_weights_only(stage, corpus_file, tmp_path)
 def test_vae_finetune_trains_the_decoder_output_layer_only(corpus_file, tmp_path):
     config = tiny_config("vae_finetune", corpus_file, tmp_path / "out", max_steps=3, learn_padding=True)
     torch.manual_seed(config.seed)
+    from cola_diffusers.training.dataloaders import make_dataloader
     from cola_diffusers.training.losses import vae_finetune_loss
-    from cola_diffusers.training.trainer import build_pipeline, make_dataloader
+    from cola_diffusers.training.trainer import build_pipeline
 
     initial = build_pipeline(config)
     pipe, history = train(config)

@@ -12,7 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Training of Cola-DLM: Stage 1 (Text VAE) and Stage 2 (flow-matching prior), on accelerate."""
+"""
+Training of Cola-DLM on accelerate: Stage 1 (Text VAE), Stage 2 (flow-matching prior, optionally joint with the
+VAE), distillation to a few-step student, SFT and the VAE's special-token fine-tune.
+"""
 
 from ..lazy import lazy_exports
 from .config import TrainingConfig
@@ -25,7 +28,7 @@ _EXPORTS = {
     "prior_loss": ".losses",
     "render_conversation": ".sft",
     "sample_logit_normal": ".losses",
-    "sft_loss": ".losses",
+    "sft_loss": ".sft",
     "train": ".trainer",
     "two_block_layout_mask": ".losses",
     "vae_loss": ".losses",

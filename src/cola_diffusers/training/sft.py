@@ -24,6 +24,9 @@ import torch
 from ..generation.chat import CHAT_FORMATS
 from ..generation.stopping import chat_stop_token_id
 from ..loaders.tokenizer import PAD_TOKEN
+from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ..models.transformers.transformer_cola import ColaTransformer1DModel
+from .losses import layout_velocity_error, per_sample, sample_logit_normal
 
 
 SFT_CHAT_FORMATS = ("text", "chatml")
@@ -214,3 +217,104 @@ def build_sft_batch(
         response[row, : len(roles)] = torch.tensor(roles, dtype=torch.bool)
         loss_mask[row, : len(roles)] = torch.tensor(roles, dtype=torch.bool)
     return SFTBatch(input_ids=input_ids, response=response, loss_mask=loss_mask, indices=indices)
+
+
+def sft_noisy_copy(
+    clean: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    response: torch.Tensor,
+    loss_mask: torch.Tensor,
+    block_size: int | torch.LongTensor,
+    *,
+    num_train_timesteps: int = 1000,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    The noisy copy of the SFT "2L" layout, by the official turn-boundary rule (`boundary_mode="token"`). Each block
+    is read left to right: a response latent is noised, `x_σ = (1 - σ) x_0 + σ ε` at timestep `σ · T`, and trained
+    on; a prompt latent after a response latent of the same block (the next turn's prompt) is pure noise `ε` at
+    timestep `σ · T` (not `T`), so that it leaks nothing; a prompt latent before any response latent of its block
+    stays clean at timestep 0.
+
+    Args:
+        clean (`torch.Tensor` of shape `(B, L, D)`): `x_0`.
+        noise (`torch.Tensor` of shape `(B, L, D)`): `ε`.
+        sigma (`torch.Tensor` of shape `(B,)`): The noise level of every sample.
+        response (`torch.BoolTensor` of shape `(B, L)`): The response latents, padding included.
+        loss_mask (`torch.BoolTensor` of shape `(B, L)`): The response latents that are trained on.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block, or each sample's.
+
+    Returns:
+        `tuple` of the noisy copy `(B, L, D)`, its timesteps `(B, L)` and the loss weights `(B, L)` (float).
+    """
+    batch_size, num_latents = response.shape
+    position_ids = torch.arange(num_latents, device=response.device).expand(batch_size, -1)
+    sizes = per_sample(block_size, position_ids)
+    block_start = torch.div(position_ids, sizes, rounding_mode="floor") * sizes
+    # Response latents so far in the block: the running count, less the count before the block starts.
+    count = response.long().cumsum(1)
+    before = count.gather(1, (block_start - 1).clamp(min=0)).masked_fill(block_start == 0, 0)
+    seen_response = count > before
+    prompt_after_response = seen_response & ~response
+    held_clean = ~seen_response
+
+    sigma = sigma[:, None].expand(-1, num_latents)
+    noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
+    noisy = torch.where(prompt_after_response[..., None], noise, noisy)
+    noisy = torch.where(held_clean[..., None], clean, noisy)
+    timestep = (sigma * num_train_timesteps).masked_fill(held_clean, 0.0)
+    weight = (response & loss_mask).float()
+    return noisy, timestep, weight
+
+
+def sft_loss(
+    transformer: ColaTransformer1DModel,
+    vae: AutoencoderKLColaText,
+    input_ids: torch.LongTensor,
+    response: torch.Tensor,
+    loss_mask: torch.Tensor,
+    block_size: int | torch.LongTensor,
+    *,
+    num_train_timesteps: int = 1000,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    sample_posterior: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    Supervised fine-tuning loss of the DiT on rendered conversations (see `training.sft.build_sft_batch`), as the
+    official SFT script computes it.
+
+    The VAE encodes every token (padding included, as the official script does); its posterior mean, or a sample
+    when `sample_posterior` (the official training default; validation uses the mean), normalised, is `x_0`. Every
+    sample gets one logit-normal `σ`; the noisy copy follows the turn-boundary rule of `sft_noisy_copy`.
+
+    With `patch_size > 1` a latent is a response latent when any of its tokens is, and is trained on when any of its
+    tokens is in `loss_mask`: no response token is ever held clean, at the price of noising the prompt tokens that
+    share a latent with the first response tokens.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(B, N)`): Rendered, padded conversations.
+        response (`torch.BoolTensor` of shape `(B, N)`): The response tokens, padding included.
+        loss_mask (`torch.BoolTensor` of shape `(B, N)`): The response tokens before the padding.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block, or each sample's.
+
+    Returns:
+        The mean squared velocity error over the trained response latents.
+    """
+    device = input_ids.device
+    patch_size = vae.config.patch_size
+    posterior = vae.encode(input_ids, torch.ones_like(input_ids)).latent_dist
+    latents = posterior.sample(generator) if sample_posterior else posterior.mode()
+    clean = vae.normalize_latents(latents)
+    batch_size, num_latents, _ = clean.shape
+    response = response.bool().unflatten(1, (-1, patch_size)).any(-1)
+    loss_mask = loss_mask.bool().unflatten(1, (-1, patch_size)).any(-1)
+
+    sigma = sample_logit_normal((batch_size,), logit_mean, logit_std, generator, device)
+    noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+    noisy, timestep, weight = sft_noisy_copy(
+        clean, noise, sigma, response, loss_mask, block_size, num_train_timesteps=num_train_timesteps
+    )
+    valid = torch.ones((batch_size, num_latents), dtype=torch.bool, device=device)
+    return layout_velocity_error(transformer, clean, noisy, timestep, noise - clean, valid, weight, block_size)

@@ -14,9 +14,7 @@
 
 """The training loop of every Cola-DLM stage, on accelerate."""
 
-import copy
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -37,10 +35,9 @@ from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
-from .couplings import collate_couplings, load_couplings
-from .data import PackedRows, load_text_dataset
-from .losses import distillation_loss, joint_prior_loss, prior_loss, sft_loss, vae_finetune_loss, vae_loss
-from .sft import build_sft_batch
+from .data import PackedRows
+from .dataloaders import make_dataloader, sft_stop_token_id
+from .objective import StageObjective, student_sigmas
 
 
 logger = logging.getLogger(__name__)
@@ -57,190 +54,6 @@ def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
     vae = AutoencoderKLColaText(**{"vocab_size": len(tokenizer), **config.vae_config})
     transformer = ColaTransformer1DModel(**{"in_channels": vae.config.latent_dim, **config.transformer_config})
     return ColaDLMPipeline(transformer, vae, FlowMatchBlockCausalScheduler(), tokenizer)
-
-
-def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: TrainingConfig) -> DataLoader:
-    """
-    Shuffled batches of `train_file`: its lines as tokenised rows, or for distillation the teacher's couplings of
-    them; with `packing`, this process's endless stream of packed rows.
-    """
-    if config.stage == "sft":
-        conversations = load_text_dataset(config.train_file, text_column="messages")["messages"]
-        batch = build_sft_batch(
-            pipe.tokenizer,
-            list(conversations),
-            config.chat_format,
-            config.max_length,
-            pad_with_stop=config.pad_with_stop,
-            stop_token_id=chat_stop_token_id(pipe, config),
-        )
-        samples = [
-            {"input_ids": ids, "response": response, "loss_mask": loss}
-            for ids, response, loss in zip(batch.input_ids, batch.response, batch.loss_mask)
-        ]
-        generator = torch.Generator().manual_seed(config.seed)
-        return DataLoader(samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator)
-    if config.packing:
-        dataset = load_text_dataset(config.train_file, text_column=config.text_column, streaming=config.streaming)
-        rows = PackedRows(
-            dataset,
-            pipe.tokenizer,
-            config.max_length,
-            text_column=config.text_column,
-            seed=config.seed,
-            process_index=accelerator.process_index,
-            num_processes=accelerator.num_processes,
-        )
-        # Its own generator: creating an iterator then draws nothing from the global one, which resumes exactly.
-        return DataLoader(rows, batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed))
-    with open(config.train_file, encoding="utf-8") as file:
-        lines = [line.rstrip("\n") for line in file if line.strip()]
-    if config.stage == "distill":
-        with accelerator.autocast():
-            samples = load_couplings(accelerator, pipe.to(accelerator.device), config, lines)
-        collate = collate_couplings
-    else:
-        samples, collate = tokenised_rows(pipe, config, lines), None
-    generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(
-        samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
-    )
-
-
-def chat_stop_token_id(pipe: ColaDLMPipeline, config: TrainingConfig) -> int | None:
-    """SFT: the id of `chat_stop_token`, which the tokenizer must know; None keeps the format's stop token."""
-    if config.chat_stop_token is None:
-        return None
-    token_id = pipe.tokenizer.convert_tokens_to_ids(config.chat_stop_token)
-    if token_id is None or token_id == pipe.tokenizer.unk_token_id:
-        raise ValueError(f"`chat_stop_token` {config.chat_stop_token!r} is not a token of the tokenizer.")
-    return token_id
-
-
-def tokenised_rows(pipe: ColaDLMPipeline, config: TrainingConfig, lines: list[str]) -> list[dict[str, torch.Tensor]]:
-    """
-    Every line tokenised, ended by the eos token, right-padded (or cut) to `max_length`. With `learn_padding` the
-    pad tokens count as tokens to learn, so that a model can end its text inside a block.
-    """
-    eos = pipe.tokenizer.eos_token_id
-    pad = pipe.pad_token_id
-    samples = []
-    for ids in pipe.tokenizer(lines, add_special_tokens=True)["input_ids"]:
-        ids = (ids + ([eos] if eos is not None else []))[: config.max_length]
-        samples.append(
-            {
-                "input_ids": torch.tensor(ids + [pad] * (config.max_length - len(ids))),
-                "attention_mask": torch.tensor(
-                    [1] * len(ids) + [int(config.learn_padding)] * (config.max_length - len(ids))
-                ),
-            }
-        )
-    return samples
-
-
-class StageObjective(torch.nn.Module):
-    """
-    The loss of one stage as a module, so that distributed wrappers (DDP, FSDP) see the trained model's forward.
-
-    Holds the trained model and the frozen one; `forward(batch)` returns the loss. Distillation trains at the noise
-    levels `sigmas` of the student's steps.
-    """
-
-    def __init__(
-        self,
-        config: TrainingConfig,
-        transformer: ColaTransformer1DModel,
-        vae: AutoencoderKLColaText,
-        sigmas: torch.Tensor | None = None,
-    ):
-        super().__init__()
-        self.config = config
-        self.transformer = transformer
-        self.vae = vae
-        self.register_buffer("sigmas", sigmas, persistent=False)
-        # Joint Stage 2: the VAE as it starts, frozen, the reference its latents may not drift from.
-        self.reference_vae = copy.deepcopy(vae).requires_grad_(False) if config.joint_vae else None
-
-    @property
-    def trained(self) -> torch.nn.Module:
-        """The module whose weights the stage trains; the fine-tune trains the decoder's output layer only."""
-        if self.config.stage == "vae_finetune":
-            return self.vae.decoder.lm_head
-        if self.config.joint_vae:
-            return self.joint
-        return self.vae if self.config.stage == "vae" else self.transformer
-
-    @functools.cached_property
-    def joint(self) -> torch.nn.ModuleList:
-        """Joint Stage 2: the two trained models."""
-        return torch.nn.ModuleList([self.transformer, self.vae])
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        config = self.config
-        if config.stage == "distill":
-            return distillation_loss(
-                self.transformer,
-                batch["latents"],
-                batch["noise"],
-                batch["generated"],
-                batch["valid"],
-                self.transformer.config.block_size,
-                self.sigmas,
-            )
-        if config.stage == "sft":
-            return sft_loss(
-                self.transformer,
-                self.vae,
-                batch["input_ids"],
-                batch["response"],
-                batch["loss_mask"],
-                self.block_sizes(len(batch["input_ids"])),
-                logit_mean=config.logit_mean,
-                logit_std=config.logit_std,
-                sample_posterior=config.sample_posterior,
-            )
-        if config.stage == "vae_finetune":
-            return vae_finetune_loss(self.vae, batch["input_ids"], batch["attention_mask"])
-        if config.stage == "vae":
-            losses = vae_loss(
-                self.vae,
-                batch["input_ids"],
-                batch["attention_mask"],
-                kl_weight=config.kl_weight,
-                mask_rate=config.mask_rate,
-                masked_token_weight=config.masked_token_weight,
-                sample_posterior=config.sample_posterior,
-            )
-            return losses["loss"]
-        prior_options = {
-            "prompt_boundary_rate": config.prompt_boundary_rate,
-            "logit_mean": config.logit_mean,
-            "logit_std": config.logit_std,
-            "noise_level_per": config.noise_level_per,
-            "sample_posterior": config.sample_posterior,
-        }
-        inputs = (batch["input_ids"], batch["attention_mask"], self.block_sizes(len(batch["input_ids"])))
-        if not config.joint_vae:
-            return prior_loss(self.transformer, self.vae, *inputs, **prior_options)
-        return joint_prior_loss(
-            self.transformer,
-            self.vae,
-            self.reference_vae,
-            *inputs,
-            vae_weight=config.joint_vae_weight,
-            entropy_weight=config.joint_entropy_weight,
-            reference_weight=config.joint_reference_weight,
-            mask_rate=config.mask_rate,
-            masked_token_weight=config.masked_token_weight,
-            **prior_options,
-        )["loss"]
-
-    def block_sizes(self, batch_size: int) -> torch.LongTensor:
-        """Every sample's block size, drawn from `block_sizes` with `block_size_probs`."""
-        config = self.config
-        probs = torch.tensor(config.block_size_probs or [1.0] * len(config.block_sizes))
-        choice = torch.multinomial(probs, batch_size, replacement=True)
-        return torch.tensor(config.block_sizes)[choice].to(self.transformer.device)
 
 
 def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
@@ -458,14 +271,6 @@ def tracked_settings(config: TrainingConfig) -> dict:
     }
 
 
-def student_sigmas(pipe: ColaDLMPipeline, config: TrainingConfig) -> torch.Tensor | None:
-    """Distillation: the noise levels of the student's `num_inference_steps` steps under the pipeline's scheduler."""
-    if config.stage != "distill":
-        return None
-    pipe.scheduler.set_timesteps(config.num_inference_steps)
-    return pipe.scheduler.timesteps.float() / pipe.scheduler.config.num_train_timesteps
-
-
 def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[float]):
     """Copies the EMA weights in and saves the pipeline and the loss history to `output_dir` (main process)."""
     config, accelerator = run.config, run.accelerator
@@ -477,7 +282,7 @@ def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[flo
         # `messages=`, the command line and the server render conversations as the model was trained.
         pipe.register_to_config(
             chat_format=config.chat_format,
-            chat_stop_token_id=chat_stop_token_id(pipe, config),
+            chat_stop_token_id=sft_stop_token_id(pipe, config),
             chat_pad_with_stop=config.pad_with_stop if config.chat_format == "chatml" else True,
         )
     if config.stage == "distill":
