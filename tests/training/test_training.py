@@ -241,7 +241,9 @@ def test_vae_finetune_trains_the_decoder_output_layer_only(corpus_file, tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["vae", "prior"])
 def test_two_hundred_steps_lower_the_loss(stage, corpus_file, tmp_path):
-    _, history = train(tiny_config(stage, corpus_file, tmp_path, max_steps=200))
+    # The prior learns on an untrained VAE here: its posterior samples are mostly noise, its means are not.
+    settings = {"sample_posterior": False} if stage == "prior" else {}
+    _, history = train(tiny_config(stage, corpus_file, tmp_path, max_steps=200, **settings))
     first, last = sum(history[:20]) / 20, sum(history[-20:]) / 20
     assert last < 0.7 * first, (first, last)
 

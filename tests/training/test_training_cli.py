@@ -55,7 +55,7 @@ BAD_CONFIGS = {
     ),
     "unknown_stage": (
         {**GOOD, "stage": "stage2"},
-        ["`{path}`", '"vae" (Stage 1), "prior" (Stage 2), "distill" or "vae_finetune"', "stage2"],
+        ["`{path}`", '"vae" (Stage 1), "prior" (Stage 2), "distill", "vae_finetune" or "sft"', "stage2"],
     ),
     "no_train_file": ({k: v for k, v in GOOD.items() if k != "train_file"}, ["missing required setting `train_file`"]),
     "train_file_not_found": (
