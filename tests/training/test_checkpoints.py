@@ -140,3 +140,21 @@ def test_the_validation_loss_is_logged_with_fixed_noise(corpus_file, tmp_path): 
     # Validation leaves the training's random state alone: the training losses are those of a run without it.
     _, plain = train(tiny_config("prior", corpus_file, tmp_path / "plain", learning_rate=0.0, max_steps=4))
     assert history == pytest.approx(plain, rel=1e-6)
+
+
+def test_line_training_needs_no_datasets_and_packing_says_how_to_get_it(corpus_file, tmp_path):  # noqa: F811
+    # `datasets` is an extra: hidden from a fresh interpreter, line-by-line training still runs.
+    config = tiny_config("prior", corpus_file, tmp_path / "out")
+    script = (
+        "import sys, json; sys.modules['datasets'] = None\n"
+        "from cola_diffusers.training import TrainingConfig, train\n"
+        f"values = json.loads({json.dumps(json.dumps(dataclasses.asdict(config)))})\n"
+        "train(TrainingConfig(**values))\n"
+        "try:\n"
+        "    train(TrainingConfig(**{**values, 'packing': True}))\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'cola-diffusers[train]'" in result.stdout

@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .config import TrainingConfig
 from .couplings import collate_couplings, load_couplings
-from .data import PackedRows, load_text_dataset
 from .sft import build_sft_batch
 
 
@@ -31,7 +30,7 @@ def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: Tra
     them; with `packing`, this process's endless stream of packed rows.
     """
     if config.stage == "sft":
-        conversations = load_text_dataset(config.train_file, text_column="messages")["messages"]
+        conversations = data_module().load_text_dataset(config.train_file, text_column="messages")["messages"]
         batch = build_sft_batch(
             pipe.tokenizer,
             list(conversations),
@@ -47,8 +46,9 @@ def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: Tra
         generator = torch.Generator().manual_seed(config.seed)
         return DataLoader(samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator)
     if config.packing:
-        dataset = load_text_dataset(config.train_file, text_column=config.text_column, streaming=config.streaming)
-        rows = PackedRows(
+        data = data_module()
+        dataset = data.load_text_dataset(config.train_file, text_column=config.text_column, streaming=config.streaming)
+        rows = data.PackedRows(
             dataset,
             pipe.tokenizer,
             config.max_length,
@@ -102,3 +102,14 @@ def tokenised_rows(pipe: ColaDLMPipeline, config: TrainingConfig, lines: list[st
             }
         )
     return samples
+
+
+def data_module():
+    """`training.data`, which reads data with 🤗 `datasets`, an extra of the package."""
+    try:
+        from . import data
+    except ImportError as error:
+        raise ImportError(
+            "`packing` and the SFT stage read their data with `datasets`: pip install 'cola-diffusers[train]'."
+        ) from error
+    return data

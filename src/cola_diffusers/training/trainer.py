@@ -35,7 +35,6 @@ from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .checkpoints import resume_step, save_checkpoint
 from .config import STAGES, TrainingConfig
-from .data import PackedRows
 from .dataloaders import make_dataloader, sft_stop_token_id
 from .objective import StageObjective, student_sigmas
 
@@ -147,7 +146,7 @@ class PreparedTraining:
         or the packed stream from its row `step × batch_size × gradient_accumulation_steps` on.
         """
         config, accelerator = self.config, self.accelerator
-        if isinstance(self.dataloader.dataset, PackedRows):
+        if isinstance(self.dataloader.dataset, torch.utils.data.IterableDataset):  # packed rows
             self.dataloader.dataset.start_row = step * config.batch_size * config.gradient_accumulation_steps
             for batch in self.dataloader:
                 yield {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
