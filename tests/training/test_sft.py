@@ -27,7 +27,7 @@ from cola_diffusers.training import build_sft_batch, render_conversation, sft_lo
 from cola_diffusers.training.losses import sample_logit_normal
 from cola_diffusers.training.sft import sft_noisy_copy
 
-from ..conftest import FIXTURE_DIR, make_chat_pipeline, make_tiny_pipeline
+from ..conftest import FIXTURE_DIR, FIXTURES, make_chat_pipeline, make_tiny_pipeline
 
 
 SYSTEM, FIRST, SECOND = "Be brief.", "What is 2 + 3?", "And 4 + 4?"
@@ -357,3 +357,43 @@ def test_the_sft_stage_saves_the_chat_format_that_messages_then_use(tmp_path):
     ids, roles = render_conversation(pipe.tokenizer, conversations[0], "text", stop_token_id=1)
     assert pipe.tokenize(messages=conversations[0][:1]) == [ids[: roles.index(True)]]
     assert pipe.stop_criteria(chat_format=pipe.chat_format)[0][-1] == 1
+
+
+@pytest.mark.slow
+def test_a_tiny_sft_run_answers_its_conversations_through_messages(tmp_path):
+    from cola_diffusers import ColaDLMPipeline
+    from cola_diffusers.training import TrainingConfig, train
+
+    # `tests/fixtures/chat_base` (scripts/build_chat_fixture.py): a VAE that reads and writes the transcripts and an
+    # untrained DiT. Eight conversations, reversing four digits.
+    base = str(FIXTURES / "chat_base")
+    conversations = [
+        [{"role": "user", "content": digits}, {"role": "assistant", "content": digits[::-1]}]
+        for digits in ("1136", "0986", "3660", "2424", "6738", "1697", "4366", "9694")
+    ]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": messages}) for messages in conversations))
+    questions = [messages[:1] for messages in conversations]
+    answers = [messages[1]["content"] for messages in conversations]
+
+    def num_answered(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        texts = pipe(messages=questions, gen_length=8, guidance_scale=1.0).texts
+        return sum(text == answer for text, answer in zip(texts, answers))
+
+    assert num_answered(ColaDLMPipeline.from_pretrained(base, chat_format="text")) == 0
+    config = TrainingConfig(
+        stage="sft",
+        train_file=str(data),
+        output_dir=str(tmp_path / "sft"),
+        pretrained_model=base,
+        chat_format="text",
+        max_length=32,
+        batch_size=8,
+        learning_rate=3e-3,
+        max_steps=600,
+        sample_posterior=False,
+    )
+    train(config)
+    # The saved chat format renders `messages=`: no chat format is passed here.
+    assert num_answered(ColaDLMPipeline.from_pretrained(tmp_path / "sft")) >= 6
