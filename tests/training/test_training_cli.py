@@ -219,3 +219,5 @@ def test_a_preset_gives_the_official_settings_and_the_config_wins(tmp_path):
     assert (config.lr_scheduler, config.lr_warmup_steps, config.max_grad_norm) == ("cosine", 5000, 1.0)
     assert (config.noise_level_per, config.logit_mean, config.prompt_boundary_rate) == ("sample", 0.0, 0.05)
     assert config.max_length == 64
+    sft = TrainingConfig.from_dict({**{k: v for k, v in GOOD.items() if k != "stage"}, "preset": "official-sft"})
+    assert (sft.stage, sft.block_sizes, sft.block_size_probs) == ("sft", [1, 2, 4, 8, 16], [0.1, 0.0, 0.3, 0.3, 0.3])

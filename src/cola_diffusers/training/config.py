@@ -70,6 +70,23 @@ PRESETS = {
         "sample_posterior": True,
         "mixed_precision": "bf16",
     },
+    "official-sft": {
+        "stage": "sft",
+        "learning_rate": 1e-4,
+        "lr_scheduler": "constant_with_warmup",
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
+        "max_length": 512,
+        "block_sizes": [1, 2, 4, 8, 16],
+        "block_size_probs": [0.1, 0.0, 0.3, 0.3, 0.3],
+        "logit_mean": 0.0,
+        "logit_std": 1.0,
+        "sample_posterior": True,
+        "chat_format": "text",
+        "mixed_precision": "bf16",
+    },
 }
 STAGES = {
     "vae": "Stage 1 (VAE)",
