@@ -27,14 +27,13 @@ import os
 import random
 import tempfile
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-from cola_diffusers.demo import SPECIAL_TOKENS
+from cola_diffusers.demo import build_demo_tokenizer
 from cola_diffusers.training import TrainingConfig, train
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "chat_base")
+# One token per character of the transcripts.
 SYMBOLS = list(dict.fromkeys("0123456789UserAistn: \n■"))
 MODEL = {
     "vae_config": {
@@ -56,16 +55,6 @@ MODEL = {
 }
 
 
-def chat_tokenizer() -> Tokenizer:
-    """One token per character of the transcripts, with the release's special token names."""
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + SYMBOLS)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|pad|>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
-    tokenizer.add_special_tokens(SPECIAL_TOKENS)
-    return tokenizer
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default=FIXTURE)
@@ -73,7 +62,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work_dir:
         tokenizer_file = os.path.join(work_dir, "tokenizer.json")
-        chat_tokenizer().save(tokenizer_file)
+        build_demo_tokenizer(SYMBOLS).save(tokenizer_file)
         corpus = os.path.join(work_dir, "transcripts.jsonl")
         numbers = [f"{number:04d}" for number in random.Random(0).sample(range(10000), 2000)]
         with open(corpus, "w") as file:

@@ -33,11 +33,14 @@ SYMBOLS = list("0123456789>")
 NUM_HELD_OUT = 500
 
 
-def build_demo_tokenizer():
-    """A character-level `tokenizers.Tokenizer` of the digits and `>`, with the release's special token names."""
+def build_demo_tokenizer(symbols: list[str] = SYMBOLS):
+    """
+    A character-level `tokenizers.Tokenizer` of `symbols` (by default the digits and `>`), with the release's special
+    token names.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + SYMBOLS)}
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + symbols)}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|pad|>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
