@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
+from ..models.autoencoders.vae_cola import ColaTextLatentDistribution
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 
 
@@ -131,6 +132,7 @@ def prior_loss(
     noise_level_per: str = "block",
     sample_posterior: bool = False,
     detach_context: bool = False,
+    posterior: ColaTextLatentDistribution | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """
@@ -142,13 +144,15 @@ def prior_loss(
     With probability `prompt_boundary_rate` a block starts with a random number of clean positions held at
     timestep 0 (a prompt ending inside the block, as the first generated block sees at inference); those positions
     and padding are excluded from the loss. `block_size` is one size or each sample's, `(B,)`. With
-    `detach_context` (a VAE trained jointly) no gradient flows through the clean context, `sg(z_0^(<b))`.
+    `detach_context` (a VAE trained jointly) no gradient flows through the clean context, `sg(z_0^(<b))`; a caller
+    that has encoded `input_ids` already passes the VAE's `posterior`.
 
     Returns:
         The mean squared velocity error over the noisy, non-pinned, non-padding positions.
     """
     device = input_ids.device
-    posterior = vae.encode(input_ids, attention_mask).latent_dist
+    if posterior is None:
+        posterior = vae.encode(input_ids, attention_mask).latent_dist
     clean = vae.normalize_latents(posterior.sample(generator) if sample_posterior else posterior.mode())
     batch_size, num_latents, _ = clean.shape
     valid = attention_mask.bool().unflatten(1, (-1, vae.config.patch_size)).any(-1)
@@ -166,11 +170,17 @@ def prior_loss(
     sigma = sigma.masked_fill(pinned, 0.0)
 
     noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-    noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
-    context = clean.detach() if detach_context else clean
-    timestep = sigma * num_train_timesteps
-    weight = valid & ~pinned
-    return layout_velocity_error(transformer, context, noisy, timestep, noise - clean, valid, weight, sizes[:, 0])
+    return velocity_error(
+        transformer,
+        clean,
+        noise,
+        sigma,
+        valid,
+        valid & ~pinned,
+        sizes[:, 0],
+        num_train_timesteps=num_train_timesteps,
+        detach_context=detach_context,
+    )
 
 
 def joint_prior_loss(
@@ -210,7 +220,14 @@ def joint_prior_loss(
     negative_entropy = posterior.negative_entropy()[latent_valid].mean()
     reference_kl = posterior.kl(reference)[latent_valid].mean()
     flow_matching = prior_loss(
-        transformer, vae, input_ids, attention_mask, block_size, detach_context=True, **prior_options
+        transformer,
+        vae,
+        input_ids,
+        attention_mask,
+        block_size,
+        detach_context=True,
+        posterior=posterior,
+        **prior_options,
     )
     vae_terms = (
         parts["reconstruction"] + entropy_weight * negative_entropy + masked_token_weight * parts["masked_tokens"]
@@ -236,10 +253,12 @@ def velocity_error(
     block_size: int | torch.LongTensor,
     *,
     num_train_timesteps: int = 1000,
+    detach_context: bool = False,
 ) -> torch.Tensor:
     """
     The DiT's flow-matching error on the "2L" layout: the clean latents at timestep 0, then their noisy copy
-    `x_σ = (1 - σ) x_0 + σ ε` at timestep `σ · num_train_timesteps`, whose velocity should be `ε - x_0`.
+    `x_σ = (1 - σ) x_0 + σ ε` at timestep `σ · num_train_timesteps`, whose velocity should be `ε - x_0`. With
+    `detach_context` no gradient flows through the clean copy.
 
     Args:
         clean (`torch.Tensor` of shape `(B, L, D)`): `x_0`, from position 0 on.
@@ -253,8 +272,9 @@ def velocity_error(
         The mean squared velocity error over `weight`.
     """
     noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
+    context = clean.detach() if detach_context else clean
     return layout_velocity_error(
-        transformer, clean, noisy, sigma * num_train_timesteps, noise - clean, valid, weight, block_size
+        transformer, context, noisy, sigma * num_train_timesteps, noise - clean, valid, weight, block_size
     )
 
 
@@ -279,7 +299,7 @@ def layout_velocity_error(
         target (`torch.Tensor` of shape `(B, L, D)`): The velocity the noisy copy should predict.
         valid (`torch.BoolTensor` of shape `(B, L)`): False for padding, which no position attends to.
         weight (`torch.Tensor` of shape `(B, L)`): The positions whose error is averaged.
-        block_size (`int`): Latents per block of the block-causal mask.
+        block_size (`int` or `torch.LongTensor` of shape `(B,)`): Latents per block of the block-causal mask.
     """
     batch_size, num_latents, _ = clean.shape
     position_ids = torch.arange(num_latents, device=clean.device).expand(batch_size, -1)
