@@ -34,6 +34,8 @@ LR_SCHEDULERS = (
     "piecewise_constant",
 )
 TRACKERS = ("tensorboard", "wandb")
+# The official SFT script's chat formats.
+SFT_CHAT_FORMATS = ("text", "chatml")
 # The official scripts' recipes, as settings (`preset`); docs/training.md lists their sources and where they differ.
 PRESETS = {
     "official-pretrain": {
@@ -257,8 +259,10 @@ class TrainingConfig:
                 f'`stage` must be "vae" (Stage 1), "prior" (Stage 2), "distill", "vae_finetune" or "sft", got '
                 f"{json.dumps(self.stage)}."
             )
-        if self.chat_format not in ("text", "chatml"):
-            raise ValueError(f'`chat_format` must be "text" or "chatml", got {json.dumps(self.chat_format)}.')
+        if self.chat_format not in SFT_CHAT_FORMATS:
+            raise ValueError(
+                f"`chat_format` must be one of {list(SFT_CHAT_FORMATS)}, got {json.dumps(self.chat_format)}."
+            )
         if self.validation_file is not None and self.stage == "distill":
             raise ValueError("`validation_file` is not supported by the distillation stage.")
         if self.joint_vae and self.stage != "prior":

@@ -63,10 +63,8 @@ def teacher_couplings(
         eos_early_stop=False,
     ).latents.cpu()
 
+    # The first block's result already holds the repainted prompt latents: the sampler keeps them at every step.
     repainted = layout.repainted.cpu()
-    blocks[:, :block_length] = torch.where(
-        repainted[..., None], layout.repaint_latents.cpu(), blocks[:, :block_length]
-    )
     records = []
     for row, prefix_length in enumerate(layout.prefix_lengths.tolist()):
         prefix = prompt_latents[row, :prefix_length].cpu()

@@ -29,22 +29,6 @@ def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: Tra
     Shuffled batches of `train_file`: its lines as tokenised rows, or for distillation the teacher's couplings of
     them; with `packing`, this process's endless stream of packed rows.
     """
-    if config.stage == "sft":
-        conversations = data_module().load_text_dataset(config.train_file, text_column="messages")["messages"]
-        batch = build_sft_batch(
-            pipe.tokenizer,
-            list(conversations),
-            config.chat_format,
-            config.max_length,
-            pad_with_stop=config.pad_with_stop,
-            stop_token_id=sft_stop_token_id(pipe, config),
-        )
-        samples = [
-            {"input_ids": ids, "response": response, "loss_mask": loss}
-            for ids, response, loss in zip(batch.input_ids, batch.response, batch.loss_mask)
-        ]
-        generator = torch.Generator().manual_seed(config.seed)
-        return DataLoader(samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator)
     if config.packing:
         data = data_module()
         dataset = data.load_text_dataset(config.train_file, text_column=config.text_column, streaming=config.streaming)
@@ -59,18 +43,38 @@ def make_dataloader(accelerator: Accelerator, pipe: ColaDLMPipeline, config: Tra
         )
         # Its own generator: creating an iterator then draws nothing from the global one, which resumes exactly.
         return DataLoader(rows, batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed))
-    with open(config.train_file, encoding="utf-8") as file:
-        lines = [line.rstrip("\n") for line in file if line.strip()]
-    if config.stage == "distill":
-        with accelerator.autocast():
-            samples = load_couplings(accelerator, pipe.to(accelerator.device), config, lines)
-        collate = collate_couplings
+    if config.stage == "sft":
+        samples, collate = conversation_rows(pipe, config), None
     else:
-        samples, collate = tokenised_rows(pipe, config, lines), None
+        with open(config.train_file, encoding="utf-8") as file:
+            lines = [line.rstrip("\n") for line in file if line.strip()]
+        if config.stage == "distill":
+            with accelerator.autocast():
+                samples = load_couplings(accelerator, pipe.to(accelerator.device), config, lines)
+            collate = collate_couplings
+        else:
+            samples, collate = tokenised_rows(pipe, config, lines), None
     generator = torch.Generator().manual_seed(config.seed)
     return DataLoader(
         samples, batch_size=config.batch_size, shuffle=True, drop_last=True, generator=generator, collate_fn=collate
     )
+
+
+def conversation_rows(pipe: ColaDLMPipeline, config: TrainingConfig) -> list[dict[str, torch.Tensor]]:
+    """SFT: the `messages` of `train_file`, rendered in `chat_format` and padded to `max_length` tokens."""
+    conversations = data_module().load_text_dataset(config.train_file, text_column="messages")["messages"]
+    batch = build_sft_batch(
+        pipe.tokenizer,
+        list(conversations),
+        config.chat_format,
+        config.max_length,
+        pad_with_stop=config.pad_with_stop,
+        stop_token_id=sft_stop_token_id(pipe, config),
+    )
+    return [
+        {"input_ids": ids, "response": response, "loss_mask": loss}
+        for ids, response, loss in zip(batch.input_ids, batch.response, batch.loss_mask)
+    ]
 
 
 def sft_stop_token_id(pipe: ColaDLMPipeline, config: TrainingConfig) -> int | None:

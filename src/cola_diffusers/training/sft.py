@@ -26,13 +26,12 @@ from ..generation.stopping import chat_stop_token_id
 from ..loaders.tokenizer import PAD_TOKEN
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
+from .config import SFT_CHAT_FORMATS
 from .losses import layout_velocity_error, per_sample, sample_logit_normal
 
 
-SFT_CHAT_FORMATS = ("text", "chatml")
 ROLES = ("system", "user", "assistant")
 IM_START_TOKEN = "<|im_start|>"
-IM_END_TOKEN = "<|im_end|>"
 
 
 @dataclass
