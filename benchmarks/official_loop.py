@@ -31,7 +31,7 @@ but mirrors how the official code spends its time:
 
 Results follow `ColaDLMPipeline.__call__(..., temperature=0, eos_early_stop=False, output_type="latent")`: the same
 number of blocks, the same repaint of the prompt tail, the same trimming, the model's own dtypes (no autocast)
-and the pipeline's fp32 Euler update. Prompts are tokenised and encoded with `pipe.tokenize` and `pipe.encode_prompt`.
+and the pipeline's fp32 Euler update. Prompts are tokenised and encoded with `pipe.make_request` and `pipe.encode_prompt`.
 
 Usage:
 
@@ -239,8 +239,8 @@ def official_generate(
         return vae_decode(vae, *args)
 
     # Prompt layout: whole prompt blocks form the prefix; the tail is repainted into the first block.
-    prompt_token_ids = pipe.tokenize(prompts)
-    prompt_latents, num_prompt_tokens = pipe.encode_prompt(prompt_token_ids, block_length, pipe.pad_token_id, device)
+    request = pipe.make_request(prompt=prompts, block_length=block_length)
+    prompt_latents, num_prompt_tokens = pipe.encode_prompt(request, device)
     prefix_lens, trim_counts = [], []
     repaint_mask = torch.zeros(batch_size, block_length, dtype=torch.bool, device=device)
     repaint_latents = torch.zeros(batch_size, block_length, prompt_latents.shape[-1], device=device)

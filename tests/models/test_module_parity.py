@@ -21,6 +21,7 @@ import torch
 
 from cola_diffusers import block_causal_mask
 from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
+from cola_diffusers.models.transformers.transformer_cola import ColaModulationTable
 
 from ..conftest import relative_error
 
@@ -146,8 +147,8 @@ def test_precomputed_modulation_equals_the_timestep_path(transformer):
         for timestep in timesteps:
             from_timestep = transformer(hidden_states, timestep.reshape(1)).sample
             per_sample = transformer(hidden_states, timestep.expand(3)).sample
-            with transformer.cache_modulation(timesteps):
-                precomputed = transformer(hidden_states, timestep.reshape(1)).sample
+            modulation = ColaModulationTable(timesteps)
+            precomputed = transformer(hidden_states, timestep.reshape(1), modulation=modulation).sample
             # Equal up to the summation order of a batched matmul.
             torch.testing.assert_close(precomputed, from_timestep, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(per_sample, from_timestep, rtol=1e-5, atol=1e-5)

@@ -111,7 +111,8 @@ def test_init_pipeline_takes_the_sampling_defaults_of_a_saved_checkpoint(pipe, n
     modular_pipe = ColaDLMBlocks().init_pipeline(save_distilled_checkpoint(pipe, tmp_path))
     modular_pipe.load_components()
     modular_pipe.set_progress_bar_config(disable=True)
-    assert modular_pipe.sampling_defaults() == (1, 1.0) and modular_pipe.sampling_defaults(4, 3.0) == (4, 3.0)
+    defaults = modular_pipe.checkpoint_defaults
+    assert (defaults.num_inference_steps, defaults.guidance_scale) == (1, 1.0)
     kwargs = {"gen_length": 10, "eos_early_stop": False, "latents": noise}
     # Neither argument given: the saved defaults, 1 step per block and guidance 1.
     expected = pipe(PROMPTS, output_type="latent", num_inference_steps=1, guidance_scale=1.0, **kwargs)

@@ -95,9 +95,11 @@ def test_chat_on_a_base_checkpoint_equals_the_completion_of_its_text(base_pipe):
 def test_text_format_pads_and_stops_with_its_stop_token():
     pipe = make_chat_pipeline(extra_tokens=["■"])
     stop_id = pipe.tokenizer.convert_tokens_to_ids("■")
-    assert pipe.chat_tokens("text") == (stop_id, True)
-    assert pipe.stop_criteria(chat_format="text") == ([0, 1, stop_id], ["■"])
-    assert pipe.stop_criteria(chat_format="chatml") == ([0, 1], None)
+    assert pipe.checkpoint_defaults.chat_tokens(pipe.tokenizer, "text") == (stop_id, True)
+    text = pipe.make_request(messages=QUESTION, chat_format="text")
+    assert (text.stop_token_ids, text.stop, text.pad_token_id) == ((0, 1, stop_id), ("■",), stop_id)
+    chatml = pipe.make_request(messages=QUESTION, chat_format="chatml")
+    assert (chatml.stop_token_ids, chatml.stop) == ((0, 1), ())
 
     rendered = "User: What is 2 + 3?\nAssistant: "
     assert len(pipe.tokenizer(rendered)["input_ids"]) % 4  # the pad tokens share the prompt's last block
@@ -111,9 +113,9 @@ def test_text_format_pads_and_stops_with_its_stop_token():
 
 def test_text_answers_end_at_the_stop_string(chat_pipe):
     # "■" is three tokens here: the stop string, not a stop token, ends the answer.
-    stop_token_ids, stop = chat_pipe.stop_criteria(chat_format="text")
+    request = chat_pipe.make_request(messages=QUESTION, chat_format="text")
     ids = chat_pipe.tokenizer("42■\nUser: more", add_special_tokens=False)["input_ids"]
-    completion = chat_pipe.truncate(ids, stop_token_ids, stop)
+    completion = request.truncate(chat_pipe.tokenizer, ids)
     assert (completion.text, completion.stopped) == ("42", True)
 
 
@@ -130,7 +132,7 @@ def test_checkpoint_records_its_chat_format(tmp_path):
         tmp_path / "official", sft_chat_format="text", sft_stop_token_id=3, sft_pad_with_stop=False
     )
     pipe = ColaDLMPipeline.from_pretrained(official)
-    assert (pipe.chat_format, pipe.chat_tokens("text")) == ("text", (3, False))
+    assert (pipe.chat_format, pipe.checkpoint_defaults.chat_tokens(pipe.tokenizer, "text")) == ("text", (3, False))
     # User: What is 2 + 3?\nAssistant: (with its trailing space)
     assert pipe.tokenize(messages=QUESTION) == [
         [55, 85, 261, 28, 223, *QUESTION_IDS, 201, 35, 85, 85, 75, 283, 337, 28, 223]
@@ -139,7 +141,8 @@ def test_checkpoint_records_its_chat_format(tmp_path):
     pipe.save_pretrained(tmp_path / "converted")
     assert json.loads((tmp_path / "converted" / "model_index.json").read_text())["chat_format"] == "text"
     reloaded = ColaDLMPipeline.from_pretrained(tmp_path / "converted")
-    assert (reloaded.chat_format, reloaded.chat_tokens("text")) == ("text", (3, False))
+    defaults = reloaded.checkpoint_defaults
+    assert (reloaded.chat_format, defaults.chat_tokens(reloaded.tokenizer, "text")) == ("text", (3, False))
 
 
 def test_bad_chat_inputs_are_named(chat_pipe, base_pipe):

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from cola_diffusers import ColaDLMPipeline, ColaTransformer1DModel
+from cola_diffusers.models.transformers.transformer_cola import ColaModulationTable
 
 from ..conftest import make_tiny_pipeline
 
@@ -31,8 +32,11 @@ def pipe():
     "kwargs,message",
     [
         ({"prompt": []}, "`prompt` must be a string or a non-empty list"),
-        ({"prompt": None}, "Pass exactly one of `prompt` and `messages`"),
-        ({"messages": [{"role": "user", "content": "hi"}]}, "Pass exactly one of `prompt` and `messages`"),
+        ({"prompt": None}, "Pass exactly one of `prompt`, `messages` and `prompt_token_ids`"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}]},
+            "Pass exactly one of `prompt`, `messages` and `prompt_token_ids`",
+        ),
         ({"prompt": None, "messages": "hi"}, "`messages` must be a non-empty list"),
         ({"stop": ["ok", ""]}, "`stop` must be a non-empty string or a list of non-empty strings"),
         ({"prompt": ["fine", 3]}, r"`prompt\[1\]` must be a string"),
@@ -104,9 +108,9 @@ def test_transformer_rejects_wrong_shapes(pipe):
         transformer(torch.randn(1, 4, 5), torch.zeros(1))
     with pytest.raises(ValueError, match=r"`timestep` must have shape \(1,\), \(2,\) or \(2, 4\), got \(3, 4\)"):
         transformer(torch.randn(2, 4, 8), torch.zeros(3, 4))
-    with transformer.cache_modulation(torch.tensor([1000.0, 500.0])):
-        with pytest.raises(ValueError, match="`timestep` holds a value that is not among the timesteps"):
-            transformer(torch.randn(2, 4, 8), torch.full((1,), 750.0))
+    modulation = ColaModulationTable(torch.tensor([1000.0, 500.0]))
+    with pytest.raises(ValueError, match="`timestep` holds a value that is not among the timesteps"):
+        transformer(torch.randn(2, 4, 8), torch.full((1,), 750.0), modulation=modulation)
     with pytest.raises(ValueError, match=r"leaves 2 rows for a cache of 1"):
         mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
         transformer(torch.randn(2, 4, 8), torch.zeros(1), None, mask, transformer.make_kv_cache(1, 4), torch.arange(4))

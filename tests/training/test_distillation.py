@@ -74,7 +74,7 @@ def test_couplings_are_the_teacher_blocks_after_each_prompt():
     noise = torch.randn(len(PROMPTS), 12, 8, generator=torch.Generator().manual_seed(0))
     blocks = pipe(PROMPTS, latents=noise, output_type="latent", eos_early_stop=False, **options).latents
     token_ids = pipe.tokenize(PROMPTS)
-    prompt_latents, _ = pipe.encode_prompt(token_ids, 4, pipe.pad_token_id, "cpu")
+    prompt_latents, _ = pipe.encode_prompt(pipe.make_request(prompt_token_ids=token_ids, block_length=4), "cpu")
     for row, (record, ids) in enumerate(zip(records, token_ids)):
         prefix, repainted = len(ids) // 4 * 4, len(ids) % 4
         assert record["latents"].shape == record["noise"].shape == (prefix + 12, 8)

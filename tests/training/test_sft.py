@@ -356,7 +356,7 @@ def test_the_sft_stage_saves_the_chat_format_that_messages_then_use(tmp_path):
     # `messages=` without a chat format renders the prompt as training did, up to the first response token.
     ids, roles = render_conversation(pipe.tokenizer, conversations[0], "text", stop_token_id=1)
     assert pipe.tokenize(messages=conversations[0][:1]) == [ids[: roles.index(True)]]
-    assert pipe.stop_criteria(chat_format=pipe.chat_format)[0][-1] == 1
+    assert pipe.make_request(messages=conversations[0][:1]).stop_token_ids[-1] == 1
 
 
 @pytest.mark.slow

@@ -90,13 +90,11 @@ def generation_kwargs(args, prompts: list[str]) -> dict:
     return kwargs
 
 
-def print_json_lines(pipe, prompts: list[str], output, chat_format: str | None):
+def print_json_lines(prompts: list[str], output):
     """A JSON line per prompt: its text, the completion's token ids and why it finished."""
-    stop_token_ids, stop = pipe.stop_criteria(chat_format=chat_format)
-    for prompt, text, ids in zip(prompts, output.texts, output.sequences.tolist()):
-        completion = pipe.truncate(ids, stop_token_ids, stop)
-        finish_reason = "stop" if completion.stopped else "length"
-        result = {"prompt": prompt, "text": text, "token_ids": completion.token_ids, "finish_reason": finish_reason}
+    rows = zip(prompts, output.texts, output.sequences.tolist(), output.finish_reasons, output.num_tokens)
+    for prompt, text, ids, finish_reason, num_tokens in rows:
+        result = {"prompt": prompt, "text": text, "token_ids": ids[:num_tokens], "finish_reason": finish_reason}
         print(json.dumps(result, ensure_ascii=False))
 
 
@@ -117,7 +115,7 @@ def generate(args):
         return
     output = pipe(**kwargs)
     if args.output == "json":
-        print_json_lines(pipe, prompts, output, chat_format=args.chat_format if args.chat else None)
+        print_json_lines(prompts, output)
     else:
         for text in output.texts:
             print(text)

@@ -68,7 +68,10 @@ class EvalSettings:
 
     def resolved(self, pipe: ColaDLMPipeline) -> "EvalSettings":
         """These settings with the steps and guidance `pipe` generates with where they are None."""
-        num_inference_steps, guidance_scale = pipe.sampling_defaults(self.num_inference_steps, self.guidance_scale)
+        defaults = pipe.checkpoint_defaults
+        num_inference_steps, guidance_scale = defaults.steps_and_guidance(
+            self.num_inference_steps, self.guidance_scale
+        )
         return replace(self, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
 
 
@@ -92,24 +95,22 @@ def record_noise(pipe: ColaDLMPipeline, record_id, seed: int, num_blocks: int, d
     return torch.cat(blocks)
 
 
-def generate_batch(pipe: ColaDLMPipeline, records: list[dict], seed: int, settings: EvalSettings) -> list[str]:
-    """The generated text of every record of a batch, each from its own noise (and sampling generator)."""
-    prompts = [model_input(record) for record in records]
-    token_ids = pipe.tokenize(prompt=prompts)
-    num_blocks = pipe.num_blocks(token_ids, settings.gen_length)
-    device = pipe._execution_device
-    noise = torch.stack([record_noise(pipe, record["id"], seed, num_blocks, device) for record in records])
-    generators = [torch.Generator(device).manual_seed(seed + record_seed(record["id"])) for record in records]
-    output = pipe(
-        prompts,
+def generate_batch(
+    pipe: ColaDLMPipeline, records: list[dict], token_ids: list[list[int]], seed: int, settings: EvalSettings
+) -> list[str]:
+    """The generated text of every record of a batch (its prompts' `token_ids`), each from its own noise."""
+    request = pipe.make_request(
+        prompt_token_ids=token_ids,
         gen_length=settings.gen_length,
         num_inference_steps=settings.num_inference_steps,
         guidance_scale=settings.guidance_scale,
         temperature=settings.temperature,
-        latents=noise,
-        generator=generators,
     )
-    return output.texts
+    num_blocks = pipe.num_blocks(request.prompt_token_ids, request.gen_length, request.block_length)
+    device = pipe._execution_device
+    noise = torch.stack([record_noise(pipe, record["id"], seed, num_blocks, device) for record in records])
+    generators = [torch.Generator(device).manual_seed(seed + record_seed(record["id"])) for record in records]
+    return pipe(request=request, latents=noise, generator=generators).texts
 
 
 class TaskRun:
@@ -238,17 +239,18 @@ def run_task(
     state = state or PartialState()
     run = TaskRun(output_dir, task, records, settings.seeds)
     pending = run.pending()
-    prompts = [model_input(record) for _, record in pending]
-    lengths = [len(ids) for ids in pipe.tokenize(prompt=prompts)] if pending else []
+    # Every prompt is tokenized once, here.
+    token_ids = pipe.tokenize(prompt=[model_input(record) for _, record in pending]) if pending else []
     # Seed by seed, longest prompts first: a batch's prompts then share most of their prefix slots.
-    order = sorted(range(len(pending)), key=lambda index: (pending[index][0], -lengths[index], index))
-    mine = [pending[index] for index in order[state.process_index :: state.num_processes]]
+    order = sorted(range(len(pending)), key=lambda index: (pending[index][0], -len(token_ids[index]), index))
+    mine = [(*pending[index], token_ids[index]) for index in order[state.process_index :: state.num_processes]]
     progress = tqdm(total=len(pending), desc=task, disable=not state.is_main_process or not pending)
     for start in range(0, len(mine), batch_size):
         batch = mine[start : start + batch_size]
-        for seed in sorted({seed for seed, _ in batch}):
-            records_of_seed = [record for batch_seed, record in batch if batch_seed == seed]
-            texts = generate_batch(pipe, records_of_seed, seed, settings)
+        for seed in sorted({seed for seed, _, _ in batch}):
+            of_seed = [(record, ids) for batch_seed, record, ids in batch if batch_seed == seed]
+            records_of_seed = [record for record, _ in of_seed]
+            texts = generate_batch(pipe, records_of_seed, [ids for _, ids in of_seed], seed, settings)
             results = [
                 {**input_fields(record), "seed": seed, "generate": text}
                 for record, text in zip(records_of_seed, texts)

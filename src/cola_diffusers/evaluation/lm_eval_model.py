@@ -151,7 +151,7 @@ class ColaDLMEvalModel(LM):
         self._device = torch.device(resolve_device(device))
         self.pipe.to(self._device)
         self.pipe.set_progress_bar_config(disable=True)
-        steps, guidance_scale = self.pipe.sampling_defaults(steps, guidance_scale)
+        steps, guidance_scale = self.pipe.checkpoint_defaults.steps_and_guidance(steps, guidance_scale)
         self.num_inference_steps, self.guidance_scale = int(steps), float(guidance_scale)
         self.block_length = None if block_length is None else int(block_length)
         self.batch_size = int(batch_size)
@@ -187,17 +187,17 @@ class ColaDLMEvalModel(LM):
         for index, request in enumerate(requests):
             settings = generation_settings(request.args[1] or {}, self.max_gen_toks)
             groups.setdefault(settings, []).append(index)
-        lengths = [len(ids) for ids in self.pipe.tokenize(contexts)] if contexts else []
+        token_ids = self.pipe.tokenize(contexts) if contexts else []
         results: list[str | None] = [None] * len(requests)
         progress = tqdm(
             total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Running generate_until requests"
         )
         for settings, indices in groups.items():
-            indices = sorted(indices, key=lambda index: -lengths[index])
+            indices = sorted(indices, key=lambda index: -len(token_ids[index]))
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 output = self.pipe(
-                    [contexts[index] for index in batch],
+                    prompt_token_ids=[token_ids[index] for index in batch],
                     num_inference_steps=self.num_inference_steps,
                     guidance_scale=self.guidance_scale,
                     block_length=self.block_length,

@@ -46,28 +46,14 @@ def check_checkpoint_defaults(default_num_inference_steps, default_guidance_scal
         raise ValueError(f"`default_guidance_scale` must be a number >= 0 or None, got {guidance!r}.")
 
 
-def resolve_sampling_defaults(
-    num_inference_steps: int | None,
-    guidance_scale: float | None,
-    default_num_inference_steps: int | None = None,
-    default_guidance_scale: float | None = None,
-) -> tuple[int, float]:
-    """The steps per block and guidance scale of a request: those given, else the checkpoint's, else `DEFAULTS`."""
-    if num_inference_steps is None:
-        num_inference_steps = default_num_inference_steps or DEFAULTS.num_inference_steps
-    if guidance_scale is None:
-        guidance_scale = DEFAULTS.guidance_scale if default_guidance_scale is None else default_guidance_scale
-    return num_inference_steps, guidance_scale
-
-
 class PromptTooLongError(ValueError):
     """A prompt that does not fit in the maximum sequence length with the requested new tokens."""
 
 
-def check_prompt_inputs(prompt, messages, chat_format=None):
-    """Raises a `ValueError` unless exactly one of `prompt` and `messages` is given, well formed."""
-    if (prompt is None) == (messages is None):
-        raise ValueError("Pass exactly one of `prompt` and `messages`.")
+def check_prompt_inputs(prompt, messages, chat_format=None, prompt_token_ids=None):
+    """Raises a `ValueError` unless exactly one of `prompt`, `messages` and `prompt_token_ids` is given, well formed."""
+    if sum(value is not None for value in (prompt, messages, prompt_token_ids)) != 1:
+        raise ValueError("Pass exactly one of `prompt`, `messages` and `prompt_token_ids`.")
     if prompt is not None:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or len(prompts) == 0:

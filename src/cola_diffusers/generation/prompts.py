@@ -72,6 +72,22 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens:
     return token_ids
 
 
+def check_token_ids(prompt_token_ids, vocab_size: int, max_tokens: int):
+    """Raises a `ValueError` unless every prompt is 1 to `max_tokens` token ids in `[0, vocab_size)`."""
+    if not isinstance(prompt_token_ids, (list, tuple)) or not prompt_token_ids:
+        raise ValueError("`prompt_token_ids` must be a non-empty list of lists of token ids.")
+    for index, ids in enumerate(prompt_token_ids):
+        if not isinstance(ids, (list, tuple)) or not ids:
+            raise ValueError(f"`prompt_token_ids[{index}]` must be a non-empty list of token ids, got {ids!r}.")
+        if not all(isinstance(id_, int) and not isinstance(id_, bool) and 0 <= id_ < vocab_size for id_ in ids):
+            raise ValueError(f"`prompt_token_ids[{index}]` must hold integers in [0, {vocab_size}).")
+        if len(ids) > max_tokens:
+            raise PromptTooLongError(
+                f"`prompt_token_ids[{index}]` has {len(ids)} tokens; at most {max_tokens} fit with the requested new "
+                "tokens."
+            )
+
+
 def check_messages(conversation: list[dict]):
     """Raises a `ValueError` for a message without a 'role' and a string 'content'."""
     for message in conversation:

@@ -116,6 +116,12 @@ def truncate(
     return Completion(text_ids[:low], text[:position], True)
 
 
+def finish_reasons(completions: list[Completion], interrupted: bool = False) -> list[str]:
+    """Why every prompt ended: `"stop"` at a stop, else `"interrupted"` or, having generated all, `"length"`."""
+    unstopped = "interrupted" if interrupted else "length"
+    return ["stop" if completion.stopped else unstopped for completion in completions]
+
+
 def pad_sequences(
     completions: list[Completion], gen_length: int, pad_token_id: int, device: torch.device
 ) -> torch.LongTensor:

@@ -105,8 +105,8 @@ class ColaLayerCache:
     One attention layer's view of a [`ColaKVCache`] during a forward pass.
 
     The first rows of the pass (as many as the cache has) write their keys/values into the slots `cache_position`
-    and attend over every slot; the last `num_uncached_rows` rows (the unguided branch of classifier-free guidance)
-    neither write nor read the cache and attend bidirectionally among their own positions.
+    and attend over every slot; the last `num_uncached_rows` rows neither write nor read the cache and attend
+    bidirectionally among their own positions.
     """
 
     keys: torch.Tensor

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""A bounded request queue and one background worker that runs the pipeline, batching compatible requests."""
+"""A bounded request queue and one background worker that runs the pipeline, batching requests of equal settings."""
 
 import asyncio
 import threading
@@ -21,40 +21,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..generation.request import GenerationRequest
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..pipelines.cola_dlm.pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 from ..pipelines.cola_dlm.streaming import ColaDLMStreamer
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """The pipeline settings a request shares with every request it is batched with."""
-
-    max_tokens: int
-    num_inference_steps: int
-    guidance_scale: float
-    block_length: int | None
-    temperature: float
-    top_k: int | None
-    top_p: float | None
-    stop: tuple[str, ...] | None
-    chat_format: str | None
-    max_sequence_length: int
-
-    def pipeline_kwargs(self) -> dict:
-        chat = {} if self.chat_format is None else {"chat_format": self.chat_format}
-        return {
-            **chat,
-            "gen_length": self.max_tokens,
-            "num_inference_steps": self.num_inference_steps,
-            "guidance_scale": self.guidance_scale,
-            "block_length": self.block_length,
-            "temperature": self.temperature,
-            "top_k": self.top_k,
-            "top_p": self.top_p,
-            "stop": list(self.stop) if self.stop else None,
-            "max_sequence_length": self.max_sequence_length,
-        }
 
 
 @dataclass
@@ -69,14 +39,13 @@ class Choice:
 @dataclass
 class GenerationJob:
     """
-    One request: prompt strings (or conversations, when `chat`), one seed each. A streamed job receives
-    [`ColaDLMStreamChunk`]s, then its list of [`Choice`]s (or an exception) on `chunks`; any other job gets its
-    choices through `result`.
+    One request: its [`GenerationRequest`] (a row per choice) and one seed per row; `chat` for chat completions. A
+    streamed job receives [`ColaDLMStreamChunk`]s, then its list of [`Choice`]s (or an exception) on `chunks`; any
+    other job gets its choices through `result`.
     """
 
-    inputs: list
+    request: GenerationRequest
     seeds: list[int]
-    settings: GenerationSettings
     chat: bool = False
     stream: bool = False
     result: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -86,7 +55,7 @@ class GenerationJob:
     @property
     def batch_key(self) -> tuple | None:
         """Jobs with the same key run in one pipeline call; streamed jobs run alone."""
-        return None if self.stream else (self.chat, self.settings)
+        return None if self.stream else self.request.settings
 
 
 class GenerationEngine:
@@ -148,29 +117,21 @@ class GenerationEngine:
     def _next_batch(self) -> list[GenerationJob]:
         """The oldest job and the waiting jobs that can share its pipeline call."""
         batch = [self.pending.popleft()]
-        key, size = batch[0].batch_key, len(batch[0].inputs)
+        key, size = batch[0].batch_key, batch[0].request.batch_size
         if key is None:
             return batch
         for job in list(self.pending):
-            if job.batch_key == key and size + len(job.inputs) <= self.max_batch_size:
+            if job.batch_key == key and size + job.request.batch_size <= self.max_batch_size:
                 self.pending.remove(job)
                 batch.append(job)
-                size += len(job.inputs)
+                size += job.request.batch_size
         return batch
 
     def _pipeline_kwargs(self, jobs: list[GenerationJob]) -> dict:
-        inputs = [item for job in jobs for item in job.inputs]
+        """One pipeline call for `jobs`, whose requests differ only in their prompts."""
+        prompt_token_ids = [ids for job in jobs for ids in job.request.prompt_token_ids]
         generators = [torch.Generator().manual_seed(seed) for job in jobs for seed in job.seeds]
-        kwargs = {"messages": inputs} if jobs[0].chat else {"prompt": inputs}
-        return {**kwargs, **jobs[0].settings.pipeline_kwargs(), "generator": generators}
-
-    def _choices(self, output: ColaDLMPipelineOutput, settings: GenerationSettings) -> list[Choice]:
-        choices = []
-        stop_token_ids, stop = self.pipe.stop_criteria(settings.stop, chat_format=settings.chat_format)
-        for sequence in output.sequences.tolist():
-            kept = self.pipe.truncate(sequence, stop_token_ids, stop)
-            choices.append(Choice(kept.text, "stop" if kept.stopped else "length", len(kept.token_ids)))
-        return choices
+        return {"request": jobs[0].request.with_prompts(prompt_token_ids), "generator": generators}
 
     def _generate(self, jobs: list[GenerationJob]) -> list[list[Choice]]:
         def stop_when_abandoned(pipe, step, timestep, callback_kwargs):
@@ -178,12 +139,11 @@ class GenerationEngine:
                 pipe._interrupt = True
             return callback_kwargs
 
-        output = self.pipe(**self._pipeline_kwargs(jobs), callback_on_step_end=stop_when_abandoned)
-        choices = self._choices(output, jobs[0].settings)
+        choices = choices_of(self.pipe(**self._pipeline_kwargs(jobs), callback_on_step_end=stop_when_abandoned))
         results = []
         for job in jobs:
-            results.append(choices[: len(job.inputs)])
-            choices = choices[len(job.inputs) :]
+            results.append(choices[: job.request.batch_size])
+            choices = choices[job.request.batch_size :]
         return results
 
     def _stream(self, job: GenerationJob, loop: asyncio.AbstractEventLoop):
@@ -193,9 +153,17 @@ class GenerationEngine:
         try:
             output = self.pipe(**self._pipeline_kwargs([job]), streamer=JobStreamer(self.pipe, job, emit))
             if not job.cancelled.is_set():
-                emit(self._choices(output, job.settings))
+                emit(choices_of(output))
         except Exception as error:
             emit(error)
+
+
+def choices_of(output: ColaDLMPipelineOutput) -> list[Choice]:
+    """The choice of every row of a pipeline call: its text, why it ended and how many tokens it kept."""
+    return [
+        Choice(text, finish_reason, num_tokens)
+        for text, finish_reason, num_tokens in zip(output.texts, output.finish_reasons, output.num_tokens)
+    ]
 
 
 class JobStreamer(ColaDLMStreamer):

@@ -54,7 +54,7 @@ async def stream_events(
 
     try:
         if chat:
-            yield chunk_event([stream_choice(index, chat, "", role=True) for index in range(len(job.inputs))])
+            yield chunk_event([stream_choice(index, chat, "", role=True) for index in range(job.request.batch_size)])
         while True:
             item = await job.chunks.get()
             if isinstance(item, Exception):

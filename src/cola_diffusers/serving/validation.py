@@ -16,10 +16,11 @@
 
 import asyncio
 import random
+import re
 from dataclasses import dataclass
 
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
-from .engine import GenerationJob, GenerationSettings
+from .engine import GenerationJob
 from .errors import pipeline_error
 from .protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 
@@ -47,61 +48,56 @@ def checked_max_tokens(max_tokens: int | None, config: ServingConfig) -> int:
     return max_tokens
 
 
-async def prompt_lengths(
-    pipe: ColaDLMPipeline, inputs: list, chat: bool, max_tokens: int, config: ServingConfig
-) -> list[int]:
-    """The token count of each prompt, tokenised off the event loop; a prompt that does not fit is a 400."""
-    inputs_kwargs = {"messages": inputs, "chat_format": config.chat_format} if chat else {"prompt": inputs}
-    prompt_room = config.max_model_len - max_tokens
-    try:
-        token_ids = await asyncio.to_thread(pipe.tokenize, **inputs_kwargs, max_tokens=prompt_room)
-    except ValueError as error:
-        error = pipeline_error(error)
-        error.body["error"]["param"] = "messages" if chat else "prompt"
-        raise error from None
-    return [len(ids) for ids in token_ids]
+# The request settings the server checks and the names its clients know them by.
+PARAMS = {"gen_length": "max_tokens", "block_length": "block_length", "stop": "stop"}
+PARAMS.update({name: name for name in ("num_inference_steps", "guidance_scale", "temperature", "top_k", "top_p")})
 
 
-def generation_settings(
-    body: CompletionRequest | ChatCompletionRequest,
-    max_tokens: int,
-    chat: bool,
-    config: ServingConfig,
-    pipe: ColaDLMPipeline,
-) -> GenerationSettings:
-    """The settings of a request; steps and guidance it leaves unset are the checkpoint's defaults."""
-    num_inference_steps, guidance_scale = pipe.sampling_defaults(body.num_inference_steps, body.guidance_scale)
-    return GenerationSettings(
-        max_tokens=max_tokens,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        block_length=body.block_length,
-        temperature=body.temperature,
-        top_k=body.top_k,
-        top_p=body.top_p,
-        stop=body.stop_strings(),
-        chat_format=config.chat_format if chat else None,
-        max_sequence_length=config.max_model_len,
-    )
+def refused(error: ValueError, chat: bool) -> OpenAIError:
+    """A request the pipeline refuses, as a 400 naming the parameter: a setting's, else the prompts'."""
+    openai_error = pipeline_error(error)
+    name = re.match(r"`(\w+)", str(error))
+    param = PARAMS.get(name.group(1)) if name else None
+    openai_error.body["error"]["param"] = param or ("messages" if chat else "prompt")
+    return openai_error
 
 
 async def validated_job(
     body: CompletionRequest | ChatCompletionRequest, config: ServingConfig, pipe: ColaDLMPipeline
 ) -> tuple[GenerationJob, list[int]]:
     """
-    The job a request asks for, `n` rows per prompt with consecutive seeds, and its prompts' token counts. Refused
-    requests raise [`OpenAIError`]; prompts that do not fit are refused here, so they never reach the worker.
+    The job a request asks for, `n` rows per prompt with consecutive seeds, and its prompts' token counts. The
+    request is resolved and its prompts tokenized once, off the event loop; refused requests raise
+    [`OpenAIError`], so they never reach the worker.
     """
     if body.model != config.model_name:
         raise OpenAIError(404, f"The model '{body.model}' does not exist.", param="model", code="model_not_found")
     max_tokens = checked_max_tokens(body.requested_max_tokens(), config)
     chat = isinstance(body, ChatCompletionRequest)
     inputs = body.pipeline_inputs()
-    lengths = await prompt_lengths(pipe, inputs, chat, max_tokens, config)
-    settings = generation_settings(body, max_tokens, chat, config, pipe)
+    prompts = {"messages": inputs, "chat_format": config.chat_format} if chat else {"prompt": inputs}
+    try:
+        request = await asyncio.to_thread(
+            pipe.make_request,
+            **prompts,
+            gen_length=max_tokens,
+            num_inference_steps=body.num_inference_steps,
+            guidance_scale=body.guidance_scale,
+            block_length=body.block_length,
+            temperature=body.temperature,
+            top_k=body.top_k,
+            top_p=body.top_p,
+            stop=body.stop_strings(),
+            max_sequence_length=config.max_model_len,
+        )
+    except ValueError as error:
+        raise refused(error, chat) from None
     seed = random.randrange(2**62) if body.seed is None else body.seed
-    rows = [item for item in inputs for _ in range(body.n)]
+    rows = [ids for ids in request.prompt_token_ids for _ in range(body.n)]
     job = GenerationJob(
-        inputs=rows, seeds=[seed + i for i in range(len(rows))], settings=settings, chat=chat, stream=body.stream
+        request=request.with_prompts(rows),
+        seeds=[seed + row for row in range(len(rows))],
+        chat=chat,
+        stream=body.stream,
     )
-    return job, lengths
+    return job, [len(ids) for ids in request.prompt_token_ids]

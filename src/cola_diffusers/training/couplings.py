@@ -47,21 +47,22 @@ def teacher_couplings(
         positions the teacher generated), all from position 0 of the prompt's sequence.
     """
     device = pipe._execution_device
-    block_length = pipe.transformer.config.block_size
-    token_ids = pipe.tokenize(prompts, max_tokens=max_prompt_tokens)
-    prompt_latents, prompt_lengths = pipe.encode_prompt(token_ids, block_length, pipe.pad_token_id, device)
-    layout = ColaDLMLayout.from_prompts(prompt_latents, prompt_lengths, gen_length, block_length, pipe.vae.config)
-    shape = (len(prompts), layout.num_blocks * block_length, pipe.transformer.config.in_channels)
-    noise = torch.randn(shape, generator=generator)
-    blocks = pipe(
-        prompts,
+    request = pipe.make_request(
+        prompt=prompts,
         gen_length=gen_length,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
-        latents=noise.to(device),
-        output_type="latent",
         eos_early_stop=False,
-    ).latents.cpu()
+        max_sequence_length=max_prompt_tokens + gen_length,
+    )
+    # Tokenized and encoded once: the pipeline takes the request and its prompt latents.
+    prompt_latents, prompt_lengths = pipe.encode_prompt(request, device)
+    block_length = request.block_length
+    layout = ColaDLMLayout.from_prompts(prompt_latents, prompt_lengths, gen_length, block_length, pipe.vae.config)
+    shape = (len(prompts), layout.num_blocks * block_length, pipe.transformer.config.in_channels)
+    noise = torch.randn(shape, generator=generator)
+    output = pipe(request=request, prompt_latents=prompt_latents, latents=noise.to(device), output_type="latent")
+    blocks = output.latents.cpu()
 
     # The first block's result already holds the repainted prompt latents: the sampler keeps them at every step.
     repainted = layout.repainted.cpu()

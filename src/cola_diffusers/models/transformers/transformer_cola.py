@@ -14,7 +14,6 @@
 
 """The block-causal 1-D Diffusion Transformer prior of Cola-DLM."""
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -58,13 +57,18 @@ class ColaAdaLNTerms:
         )
 
 
-class ModulationCache:
-    """The timesteps of [`ColaTransformer1DModel.cache_modulation`] and, once computed, their AdaLN table."""
+class ColaModulationTable:
+    """
+    The AdaLN terms of a fixed set of timesteps (and of 0, the timestep of clean latents), computed in one batched
+    pass by the first forward that is given the table. Passes at these timesteps then skip the modulation linears, a
+    third of the DiT's weights. A table belongs to one request (a sampler that runs the same timesteps block after
+    block); a pass at another timestep raises.
+    """
 
     def __init__(self, timesteps: torch.Tensor):
         # The embedding sees timesteps rounded to bfloat16: equal roundings share their terms.
         self.values = torch.cat([timesteps.flatten(), timesteps.new_zeros(1)]).to(torch.bfloat16).float().unique()
-        self.table: tuple[torch.Tensor, ColaAdaLNTerms] | None = None
+        self.terms: ColaAdaLNTerms | None = None
 
 
 class ColaDiTAttnProcessor(ColaAttnProcessorMixin):
@@ -242,7 +246,6 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         self.norm_out_modulation = nn.Linear(hidden_size, 2 * hidden_size)
         self.proj_out = nn.Linear(hidden_size, out_channels)
         self.gradient_checkpointing = False
-        self._modulation_cache = None
 
     def make_kv_cache(self, batch_size: int, max_length: int) -> ColaKVCache:
         """Allocates a [`ColaKVCache`] of `max_length` positions for `batch_size` rows, on the model's device."""
@@ -264,35 +267,19 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             layers=[block.adaln_terms(temb) for block in self.transformer_blocks], output=(shift, scale)
         )
 
-    @contextmanager
-    def cache_modulation(self, timesteps: torch.Tensor):
-        """
-        Within this context, passes at any of `timesteps` (or at 0, the timestep of clean latents) take their AdaLN
-        terms from a table computed in one batched pass at the first of them, and skip the modulation linears: a
-        third of the DiT's weights. For samplers that run the same timesteps block after block; a pass at another
-        timestep raises.
-        """
-        self._modulation_cache = ModulationCache(timesteps)
-        try:
-            yield
-        finally:
-            self._modulation_cache = None
-
-    def _timestep_terms(self, timestep: torch.Tensor) -> ColaAdaLNTerms:
-        """The AdaLN terms of `timestep`, from the table of [`cache_modulation`] inside that context."""
-        cache = self._modulation_cache
-        if cache is None:
+    def _timestep_terms(self, timestep: torch.Tensor, modulation: ColaModulationTable | None) -> ColaAdaLNTerms:
+        """The AdaLN terms of `timestep`, from `modulation` where one is given."""
+        if modulation is None:
             return self._adaln_terms(timestep)
-        if cache.table is None:
+        if modulation.terms is None:
             # Built inside a forward pass, where offloading hooks have put the weights on the execution device.
-            values = cache.values.to(timestep.device)
-            cache.table = (values, self._adaln_terms(values))
-        values, table = cache.table
-        matches = timestep.to(torch.bfloat16).float()[..., None] == values
+            modulation.values = modulation.values.to(timestep.device)
+            modulation.terms = self._adaln_terms(modulation.values)
+        matches = timestep.to(torch.bfloat16).float()[..., None] == modulation.values
         # Outside torch.compile a timestep missing from the table is refused rather than given another's terms.
         if not torch.compiler.is_compiling() and not matches.any(-1).all():
-            raise ValueError("`timestep` holds a value that is not among the timesteps of `cache_modulation`.")
-        return table.take(matches.int().argmax(-1))
+            raise ValueError("`timestep` holds a value that is not among the timesteps of `modulation`.")
+        return modulation.terms.take(matches.int().argmax(-1))
 
     def forward(
         self,
@@ -303,6 +290,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         kv_cache: ColaKVCache | None = None,
         cache_position: torch.LongTensor | None = None,
         num_uncached_rows: int = 0,
+        modulation: ColaModulationTable | None = None,
         return_dict: bool = True,
     ) -> ColaTransformer1DModelOutput | tuple:
         """
@@ -314,7 +302,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             timestep (`torch.Tensor` of shape `(1,)`, `(batch_size,)` or `(batch_size, sequence_length)`):
                 Timesteps in `[0, 1000]`: one for the whole batch, one per sample or one per position. They are
                 rounded to bfloat16 before the embedding, as the model was trained. The AdaLN modulation is
-                computed once per timestep, so the fewer the cheaper (see [`cache_modulation`]).
+                computed once per timestep, so the fewer the cheaper (see `modulation`).
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
             attention_mask (`torch.BoolTensor`, *optional*):
@@ -327,9 +315,10 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             cache_position (`torch.LongTensor` of shape `(sequence_length,)`, *optional*):
                 Cache slots written by this pass; required with `kv_cache`.
             num_uncached_rows (`int`, defaults to 0):
-                With `kv_cache`, the last `num_uncached_rows` rows (the unguided branch of classifier-free guidance)
-                neither write nor read the cache: they attend bidirectionally among their own positions. The other
-                rows must be as many as the cache's.
+                With `kv_cache`, the last `num_uncached_rows` rows neither write nor read the cache: they attend
+                bidirectionally among their own positions. The other rows must be as many as the cache's.
+            modulation ([`ColaModulationTable`], *optional*):
+                The AdaLN terms of the timesteps of this pass, computed once per request instead of once per pass.
             return_dict (`bool`, defaults to `True`): Return a [`ColaTransformer1DModelOutput`] instead of a tuple.
 
         Returns:
@@ -355,7 +344,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
 
-        adaln_terms = self._timestep_terms(timestep)
+        adaln_terms = self._timestep_terms(timestep, modulation)
         rotary_emb = self.rotary_embedder(position_ids)
         hidden_states = self.proj_in(hidden_states)
 

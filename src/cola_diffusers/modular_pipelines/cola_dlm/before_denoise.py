@@ -20,9 +20,9 @@ from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, In
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from ...pipelines.cola_dlm.layout import ColaDLMLayout
-from ...pipelines.cola_dlm.sampler import BlockSampler, prepare_latents
+from ...pipelines.cola_dlm.sampler import BlockSampler, prepare_latents, retrieve_timesteps
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
-from .inputs import GEN_LENGTH_INPUT
+from .inputs import REQUEST_INPUT
 from .modular_pipeline import ColaDLMModularPipeline
 
 
@@ -34,7 +34,8 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
         return (
             "Prepare step that lays out the prompt prefixes (whole blocks of prompt latents) and the generated blocks "
             "in the key/value caches, with the rest of every prompt repainted into the first block; prefills the DiT "
-            "and VAE decoder caches with the prefixes, and prepares the noise and the output buffers."
+            "and VAE decoder caches with the prefixes, and prepares the noise, the DiT's AdaLN table of the request's "
+            "timesteps and the output buffers."
         )
 
     @property
@@ -57,9 +58,7 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
             InputParam(
                 "num_prompt_tokens", required=True, type_hint=torch.LongTensor, description="Tokens of every prompt."
             ),
-            GEN_LENGTH_INPUT,
-            InputParam("block_length", required=True, type_hint=int, description="Latents per generated block."),
-            InputParam("pad_token_id", required=True, type_hint=int, description="The pad token."),
+            REQUEST_INPUT,
             InputParam.template(
                 "latents",
                 description=(
@@ -95,22 +94,24 @@ class ColaDLMPrepareStep(ModularPipelineBlocks):
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
+        request, device = block_state.request, components._execution_device
         layout = ColaDLMLayout.from_prompts(
             block_state.prompt_latents,
             block_state.num_prompt_tokens,
-            block_state.gen_length,
-            block_state.block_length,
+            request.gen_length,
+            request.block_length,
             components.vae.config,
         )
         block_state.latents = prepare_latents(
-            components.transformer, layout, block_state.generator, components._execution_device, block_state.latents
+            components.transformer, layout, block_state.generator, device, block_state.latents
         )
+        timesteps = retrieve_timesteps(components.scheduler, request, device)
         block_state.sampler = BlockSampler(
-            components.transformer, components.vae, components.scheduler, components.guider, layout
+            components.transformer, components.vae, components.scheduler, components.guider, layout, timesteps
         )
         block_state.sampler.prefill(block_state.prompt_latents)
         block_state.clean_latents = torch.zeros_like(block_state.latents)
-        block_state.tokens = layout.empty_tokens(block_state.pad_token_id)
+        block_state.tokens = layout.empty_tokens(request.pad_token_id)
         block_state.layout = layout
         self.set_block_state(state, block_state)
         return components, state

@@ -17,10 +17,9 @@ from diffusers.modular_pipelines import BlockState, ModularPipelineBlocks, Pipel
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
 from transformers import PreTrainedTokenizerFast
 
-from ...generation.logits import sample_tokens
-from ...generation.stopping import Completion, pad_sequences, truncate
+from ...generation.stopping import Completion, finish_reasons, pad_sequences
 from ...pipelines.cola_dlm.sampler import BlockSampler
-from .inputs import BLOCK_INPUTS, GEN_LENGTH_INPUT, TOKEN_SAMPLING_INPUTS
+from .inputs import BLOCK_INPUTS, REQUEST_INPUT
 from .modular_pipeline import ColaDLMModularPipeline
 
 
@@ -48,11 +47,8 @@ class ColaDLMLoopDecoder(ModularPipelineBlocks):
             *BLOCK_INPUTS,
             InputParam("clean_latents", required=True, type_hint=torch.Tensor, description="Clean latents buffer."),
             InputParam("tokens", required=True, type_hint=torch.LongTensor, description="Sampled tokens buffer."),
-            GEN_LENGTH_INPUT,
-            *TOKEN_SAMPLING_INPUTS,
+            REQUEST_INPUT,
             InputParam.template("generator"),
-            InputParam("stop", type_hint=list[str], description="Stop strings."),
-            InputParam("stop_token_ids", required=True, type_hint=list[int], description="Stop tokens."),
         ]
 
     @property
@@ -72,21 +68,14 @@ class ColaDLMLoopDecoder(ModularPipelineBlocks):
     ) -> tuple[ColaDLMModularPipeline, BlockState]:
         if step_index + 1 < block_state.num_steps:
             return components, block_state
-        block, tokens, layout = block_state.block, block_state.tokens, block_state.sampler.layout
+        block, tokens, request = block_state.block, block_state.tokens, block_state.request
         block_state.clean_latents[:, block.latent_slice] = block_state.block_latents
-        tokens[:, block.token_slice] = sample_tokens(
-            block_state.sampler.decode_block(block, block_state.block_latents),
-            tokens[:, : block.token_slice.start],
-            temperature=block_state.temperature,
-            top_k=block_state.top_k,
-            top_p=block_state.top_p,
-            repetition_penalty=block_state.repetition_penalty,
-            generator=block_state.generator,
+        logits = block_state.sampler.decode_block(block, block_state.block_latents)
+        tokens[:, block.token_slice] = request.sampling(
+            logits, tokens[:, : block.token_slice.start], block_state.generator
         )
-        new_token_ids = layout.new_token_ids(tokens, block.token_slice.stop, block_state.gen_length)
-        block_state.completions = [
-            truncate(components.tokenizer, ids, block_state.stop_token_ids, block_state.stop) for ids in new_token_ids
-        ]
+        new_token_ids = block_state.sampler.layout.new_token_ids(tokens, block.token_slice.stop, request.gen_length)
+        block_state.completions = [request.truncate(components.tokenizer, ids) for ids in new_token_ids]
         block_state.finished = all(completion.stopped for completion in block_state.completions)
         return components, block_state
 
@@ -97,8 +86,8 @@ class ColaDLMOutputStep(ModularPipelineBlocks):
     @property
     def description(self) -> str:
         return (
-            "Output step that pads the new tokens of every prompt to `gen_length` and returns them with their texts "
-            "and the clean latents of the generated blocks."
+            "Output step that pads the new tokens of every prompt to `gen_length` and returns them with their texts, "
+            "why each ended and the clean latents of the generated blocks."
         )
 
     @property
@@ -111,8 +100,7 @@ class ColaDLMOutputStep(ModularPipelineBlocks):
                 description="Per prompt, its new tokens and text, cut at the first stop.",
             ),
             InputParam("clean_latents", required=True, type_hint=torch.Tensor, description="The clean latents."),
-            GEN_LENGTH_INPUT,
-            InputParam("pad_token_id", required=True, type_hint=int, description="The pad token."),
+            REQUEST_INPUT,
         ]
 
     @property
@@ -130,6 +118,10 @@ class ColaDLMOutputStep(ModularPipelineBlocks):
                 description="The clean latents of every generated block, `(batch_size, num_blocks * block_length, "
                 "latent_dim)`.",
             ),
+            OutputParam(
+                "finish_reasons", type_hint=list[str], description="Why every prompt ended: 'stop' or 'length'."
+            ),
+            OutputParam("num_tokens", type_hint=list[int], description="The new tokens every prompt kept."),
         ]
 
     @torch.no_grad()
@@ -137,10 +129,13 @@ class ColaDLMOutputStep(ModularPipelineBlocks):
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
+        completions, request = block_state.completions, block_state.request
         block_state.sequences = pad_sequences(
-            block_state.completions, block_state.gen_length, block_state.pad_token_id, components._execution_device
+            completions, request.gen_length, request.pad_token_id, components._execution_device
         )
-        block_state.texts = [completion.text for completion in block_state.completions]
+        block_state.texts = [completion.text for completion in completions]
         block_state.latents = block_state.clean_latents
+        block_state.finish_reasons = finish_reasons(completions)
+        block_state.num_tokens = [len(completion.token_ids) for completion in completions]
         self.set_block_state(state, block_state)
         return components, state

@@ -12,8 +12,6 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-import functools
-
 import torch
 from diffusers.modular_pipelines import (
     BlockState,
@@ -25,15 +23,18 @@ from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, In
 
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from ...pipelines.cola_dlm.layout import GeneratedBlock
-from ...pipelines.cola_dlm.sampler import BlockSampler, retrieve_timesteps
+from ...pipelines.cola_dlm.sampler import BlockSampler, Commit, retrieve_timesteps
 from ...schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .decoders import ColaDLMLoopDecoder
-from .inputs import BLOCK_INPUTS, STEP_INPUTS
+from .inputs import BLOCK_INPUTS, REQUEST_INPUT
 from .modular_pipeline import ColaDLMModularPipeline
 
 
 SAMPLER_INPUT = InputParam(
     "sampler", required=True, type_hint=BlockSampler, description="The request's layout and caches."
+)
+COMMIT_INPUT = InputParam(
+    "commit", type_hint=Commit, description="The previous block, which the next DiT pass writes into the cache."
 )
 
 
@@ -45,24 +46,33 @@ class ColaDLMLoopDenoiser(ModularPipelineBlocks):
         return (
             "Step inside the denoising loop that predicts the guided velocity of the current block: the built-in "
             "classifier-free guidance (the block with its cached context against the block alone), or the `guider` "
-            "when the pipeline has one."
+            "when the pipeline has one. Its DiT pass also writes the previous block (`commit`) into the cache."
         )
 
     @property
     def inputs(self) -> list[InputParam]:
-        return [SAMPLER_INPUT, *BLOCK_INPUTS]
+        return [SAMPLER_INPUT, *BLOCK_INPUTS, COMMIT_INPUT]
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
-        return [OutputParam("velocity", type_hint=torch.Tensor, description="The guided velocity of this step.")]
+        return [
+            OutputParam("velocity", type_hint=torch.Tensor, description="The guided velocity of this step."),
+            OutputParam("commit", type_hint=Commit, description="None once the previous block is in the cache."),
+        ]
 
     @torch.no_grad()
     def __call__(
         self, components: ColaDLMModularPipeline, block_state: BlockState, step_index: int, t: torch.Tensor
     ) -> tuple[ColaDLMModularPipeline, BlockState]:
         block_state.velocity = block_state.sampler.guided_velocity(
-            block_state.block, block_state.block_latents, t, step_index, block_state.num_steps
+            block_state.block,
+            block_state.block_latents,
+            t,
+            step_index,
+            block_state.num_steps,
+            commit=block_state.commit,
         )
+        block_state.commit = None
         return components, block_state
 
 
@@ -96,8 +106,9 @@ class ColaDLMLoopCommit(ModularPipelineBlocks):
     @property
     def description(self) -> str:
         return (
-            "Step inside the denoising loop that, after a block's last step, writes the clean block into the DiT cache "
-            "for the blocks that follow, unless it is the last block or every prompt has stopped."
+            "Step inside the denoising loop that, after a block's last step, hands the clean block to the next DiT "
+            "pass as `commit`, to be written into the cache for the blocks that follow, unless it is the last block "
+            "or every prompt has stopped."
         )
 
     @property
@@ -115,7 +126,7 @@ class ColaDLMLoopCommit(ModularPipelineBlocks):
         sampler, block = block_state.sampler, block_state.block
         last_step = step_index + 1 == block_state.num_steps
         if last_step and not block_state.finished and block.index + 1 < sampler.layout.num_blocks:
-            sampler.commit_block(block, block_state.block_latents)
+            block_state.commit = (block, block_state.block_latents)
         return components, block_state
 
 
@@ -142,7 +153,7 @@ class ColaDLMDenoiseLoopWrapper(LoopSequentialPipelineBlocks):
         return [
             SAMPLER_INPUT,
             InputParam("latents", required=True, type_hint=torch.Tensor, description="The noise of every block."),
-            *STEP_INPUTS,
+            REQUEST_INPUT,
         ]
 
     @property
@@ -157,26 +168,14 @@ class ColaDLMDenoiseLoopWrapper(LoopSequentialPipelineBlocks):
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
-        layout = block_state.sampler.layout
-        # Sets the scheduler's schedule of a block, the same for every block; returns its timesteps.
-        block_schedule = functools.partial(
-            retrieve_timesteps,
-            components.scheduler,
-            block_state.num_inference_steps,
-            components._execution_device,
-            block_state.timesteps,
-            block_state.sigmas,
-        )
-        block_state.finished = False
-        with (
-            self.progress_bar(total=layout.num_blocks) as progress_bar,
-            components.transformer.cache_modulation(block_schedule()),
-        ):
+        layout, request = block_state.sampler.layout, block_state.request
+        block_state.finished, block_state.commit = False, None
+        with self.progress_bar(total=layout.num_blocks) as progress_bar:
             for block_index in range(layout.num_blocks):
-                block = block_state.block = layout.block(block_index, block_state.guidance_scale)
+                block = block_state.block = layout.block(block_index, request.guidance_scale)
                 block_state.block_latents = block.repaint(block_state.latents[:, block.latent_slice])
                 # Every block runs the whole schedule: the scheduler starts afresh.
-                timesteps = block_schedule()
+                timesteps = retrieve_timesteps(components.scheduler, request, components._execution_device)
                 block_state.num_steps = len(timesteps)
                 for step_index, t in enumerate(timesteps):
                     components, block_state = self.loop_step(components, block_state, step_index=step_index, t=t)

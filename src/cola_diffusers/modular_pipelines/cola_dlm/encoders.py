@@ -15,13 +15,10 @@
 import torch
 from diffusers.modular_pipelines import ModularPipelineBlocks, PipelineState
 from diffusers.modular_pipelines.modular_pipeline_utils import ComponentSpec, InputParam, OutputParam
-from transformers import PreTrainedTokenizerFast
 
-from ...generation.chat import CHAT_FORMATS
-from ...generation.prompts import render_chat, tokenize
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...pipelines.cola_dlm.sampler import encode_prompt
-from .inputs import PROMPT_INPUTS
+from .inputs import REQUEST_INPUT
 from .modular_pipeline import ColaDLMModularPipeline
 
 
@@ -31,24 +28,17 @@ class ColaDLMTextEncoderStep(ModularPipelineBlocks):
     @property
     def description(self) -> str:
         return (
-            "Text encoder step that tokenizes the prompts (or chat `messages`) and encodes them with the Text VAE "
-            "into normalised latents, every prompt right-padded with the pad token to whole blocks."
+            "Text encoder step that encodes the request's prompt token ids with the Text VAE into normalised latents, "
+            "every prompt right-padded with the request's pad token to whole blocks."
         )
 
     @property
     def expected_components(self) -> list[ComponentSpec]:
-        return [
-            ComponentSpec("tokenizer", PreTrainedTokenizerFast),
-            ComponentSpec("vae", AutoencoderKLColaText),
-        ]
+        return [ComponentSpec("vae", AutoencoderKLColaText)]
 
     @property
     def inputs(self) -> list[InputParam]:
-        return [
-            *PROMPT_INPUTS,
-            InputParam("block_length", required=True, type_hint=int, description="Latents per generated block."),
-            InputParam("pad_token_id", required=True, type_hint=int, description="Pad token of the prompt's end."),
-        ]
+        return [REQUEST_INPUT]
 
     @property
     def intermediate_outputs(self) -> list[OutputParam]:
@@ -68,18 +58,12 @@ class ColaDLMTextEncoderStep(ModularPipelineBlocks):
         self, components: ColaDLMModularPipeline, state: PipelineState
     ) -> tuple[ColaDLMModularPipeline, PipelineState]:
         block_state = self.get_block_state(state)
-        prompts = block_state.prompt
-        if block_state.messages is not None:
-            chat = CHAT_FORMATS[block_state.chat_format]
-            prompts = render_chat(components.tokenizer, block_state.messages, chat)
-        prompts = [prompts] if isinstance(prompts, str) else prompts
-        max_tokens = block_state.max_sequence_length - block_state.gen_length
-        prompt_token_ids = tokenize(components.tokenizer, prompts, max_tokens)
+        request = block_state.request
         block_state.prompt_latents, block_state.num_prompt_tokens = encode_prompt(
             components.vae,
-            prompt_token_ids,
-            block_state.block_length,
-            block_state.pad_token_id,
+            request.prompt_token_ids,
+            request.block_length,
+            request.pad_token_id,
             components._execution_device,
         )
         self.set_block_state(state, block_state)

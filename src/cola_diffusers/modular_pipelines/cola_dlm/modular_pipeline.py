@@ -14,7 +14,7 @@
 
 from diffusers.modular_pipelines import ModularPipeline
 
-from ...generation.inputs import resolve_sampling_defaults
+from ...generation.request import CheckpointDefaults
 
 
 class ColaDLMModularPipeline(ModularPipeline):
@@ -23,28 +23,12 @@ class ColaDLMModularPipeline(ModularPipeline):
     """
 
     @property
-    def default_block_length(self) -> int:
-        """Latents per generated block by default: the transformer's `block_size`."""
-        return self.transformer.config.block_size
-
-    def sampling_defaults(
-        self, num_inference_steps: int | None = None, guidance_scale: float | None = None
-    ) -> tuple[int, float]:
+    def checkpoint_defaults(self) -> CheckpointDefaults:
         """
-        The steps per block and guidance scale of a call: those given, else the pipeline config's
-        `default_num_inference_steps` and `default_guidance_scale` (read from `model_index.json`), else 16 and 7.0.
+        What the checkpoint sets for requests that leave a setting unset: the transformer's `block_size` and the
+        `default_num_inference_steps`, `default_guidance_scale` and chat settings of `model_index.json`.
         """
-        return resolve_sampling_defaults(
-            num_inference_steps,
-            guidance_scale,
-            self.config.get("default_num_inference_steps"),
-            self.config.get("default_guidance_scale"),
-        )
-
-    @property
-    def pad_token_id(self) -> int | None:
-        """The tokenizer's pad token (`<|pad|>` in the release)."""
-        return self.tokenizer.pad_token_id
+        return CheckpointDefaults.from_pipeline(self)
 
     @classmethod
     def _load_pipeline_config(cls, pretrained_model_name_or_path, **load_config_kwargs):

@@ -26,16 +26,9 @@ from diffusers.utils import replace_example_docstring
 from transformers import PreTrainedTokenizerFast
 
 from ...generation.chat import CHAT_FORMATS
-from ...generation.inputs import (
-    DEFAULTS,
-    check_checkpoint_defaults,
-    check_length_inputs,
-    check_prompt_inputs,
-    check_sampling_inputs,
-    resolve_sampling_defaults,
-)
-from ...generation.logits import TokenSampling
-from ...generation.stopping import Completion, pad_sequences
+from ...generation.inputs import check_checkpoint_defaults
+from ...generation.request import REQUEST_ARGUMENTS, GenerationRequest
+from ...generation.stopping import Completion, finish_reasons, pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
@@ -92,9 +85,9 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         chat_pad_with_stop (`bool`, *optional*): Pad chat prompts with the stop token instead of `<|pad|>`; default
             True for `"text"`, as the official chat CLI does, else False (the official `sft_pad_with_stop`).
         default_num_inference_steps (`int`, *optional*): The checkpoint's steps per block when a call sets none,
-            e.g. 1 for a distilled student; None keeps 16. Saved with the pipeline.
+            e.g. 1 for a distilled student; None keeps `DEFAULTS.num_inference_steps`. Saved with the pipeline.
         default_guidance_scale (`float`, *optional*): The checkpoint's guidance scale when a call sets none, e.g. 1
-            for a distilled student; None keeps 7.0. Saved with the pipeline.
+            for a distilled student; None keeps `DEFAULTS.guidance_scale`. Saved with the pipeline.
     """
 
     model_cpu_offload_seq = "vae->transformer"
@@ -147,20 +140,6 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
             kwargs["tokenizer"] = ("transformers", "PreTrainedTokenizerFast")
         super().register_to_config(**kwargs)
 
-    def sampling_defaults(
-        self, num_inference_steps: int | None = None, guidance_scale: float | None = None
-    ) -> tuple[int, float]:
-        """
-        The steps per block and guidance scale of a call: those given, else the checkpoint's
-        `default_num_inference_steps` and `default_guidance_scale`, else 16 and 7.0.
-        """
-        return resolve_sampling_defaults(
-            num_inference_steps,
-            guidance_scale,
-            self.config.default_num_inference_steps,
-            self.config.default_guidance_scale,
-        )
-
     @property
     def guidance_scale(self):
         return self._guidance_scale
@@ -173,24 +152,9 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
     def interrupt(self):
         return self._interrupt
 
-    def check_inputs(
-        self,
-        prompt,
-        messages,
-        *,
-        chat_format,
-        output_type,
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs,
-        max_sequence_length,
-        preview_every,
-        **sampling_inputs,
-    ):
+    def check_inputs(self, output_type, callback_on_step_end, callback_on_step_end_tensor_inputs, preview_every):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        check_prompt_inputs(prompt, messages, chat_format)
-        check_length_inputs(sampling_inputs["gen_length"], max_sequence_length)
-        check_sampling_inputs(**sampling_inputs)
         check_preview_every(preview_every)
         if output_type not in ("text", "pt", "latent"):
             raise ValueError(f"`output_type` must be one of 'text', 'pt', 'latent', got {output_type!r}.")
@@ -208,18 +172,19 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         self,
         prompt: str | list[str] | None = None,
         messages: list[dict] | list[list[dict]] | None = None,
+        prompt_token_ids: list[list[int]] | None = None,
         chat_format: str | None = None,
-        gen_length: int = DEFAULTS.gen_length,
+        gen_length: int | None = None,
         block_length: int | None = None,
         num_inference_steps: int | None = None,
         timesteps: list[float] | None = None,
         sigmas: list[float] | None = None,
         guidance_scale: float | None = None,
-        temperature: float = DEFAULTS.temperature,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        repetition_penalty: float = DEFAULTS.repetition_penalty,
-        eos_early_stop: bool = True,
+        repetition_penalty: float | None = None,
+        eos_early_stop: bool | None = None,
         eos_token_id: int | list[int] | None = None,
         stop: str | list[str] | None = None,
         pad_token_id: int | None = None,
@@ -235,32 +200,35 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         max_sequence_length: int | None = None,
         streamer: ColaDLMStreamer | None = None,
         preview_every: int | None = None,
+        request: GenerationRequest | None = None,
+        prompt_latents: torch.Tensor | None = None,
     ) -> ColaDLMPipelineOutput | tuple:
         """
-        Generates text continuing every prompt.
+        Generates text continuing every prompt. Every setting left None takes the checkpoint's value (its
+        `default_num_inference_steps`, `default_guidance_scale`, `chat_format`, the DiT's `block_size`), else the
+        value of [`~generation.inputs.DEFAULTS`].
 
         Args:
             prompt (`str` or `list[str]`): The prompt(s); each must tokenize to at least one token.
             messages (`list[dict]` or `list[list[dict]]`, *optional*): Chat conversations instead of `prompt`.
+            prompt_token_ids (`list[list[int]]`, *optional*): Token ids of every prompt instead of `prompt`, for
+                callers that have tokenized already.
             chat_format (`str`, *optional*): How `messages` are rendered: `"plain"`, `"text"` or `"chatml"` (see
-                [`ColaDLMPipeline`]); default the checkpoint's, `"plain"` unless it records one. The format's stop
-                string or token ends the answer.
-            gen_length (`int`, defaults to 32): Number of new tokens per prompt.
-            block_length (`int`, *optional*): Latents per generated block; defaults to the transformer's `block_size`.
-            num_inference_steps (`int`, *optional*): Scheduler steps per block; defaults to the checkpoint's
-                `default_num_inference_steps`, else 16.
+                [`ColaDLMPipeline`]); default the checkpoint's. The format's stop string or token ends the answer.
+            gen_length (`int`, *optional*): Number of new tokens per prompt.
+            block_length (`int`, *optional*): Latents per generated block; default the transformer's `block_size`.
+            num_inference_steps (`int`, *optional*): Scheduler steps per block.
             timesteps (`list[float]`, *optional*), sigmas (`list[float]`, *optional*): A custom schedule of every
                 block, for schedulers whose `set_timesteps` accepts it.
             guidance_scale (`float`, *optional*): Classifier-free guidance between the conditional velocity
                 (block + context) and the unconditional one (block alone); 1 runs one pass per step. A prompt
-                shorter than one block has no context for its first block, which is generated with scale 1.
-                Defaults to the checkpoint's `default_guidance_scale`, else 7.0; ignored when the pipeline has a
-                `guider`.
-            temperature (`float`, defaults to 0.0): Token sampling temperature; 0 is greedy.
+                shorter than one block has no context for its first block, which is generated with scale 1. Ignored
+                when the pipeline has a `guider`.
+            temperature (`float`, *optional*): Token sampling temperature; 0 is greedy.
             top_k (`int`, *optional*), top_p (`float`, *optional*): Token filters when `temperature > 0`.
-            repetition_penalty (`float`, defaults to 1.1): Penalty of tokens sampled in earlier blocks.
-            eos_early_stop (`bool`, defaults to `True`): Cut each sequence after its first stop token and stop when
-                every prompt has stopped.
+            repetition_penalty (`float`, *optional*): Penalty of tokens sampled in earlier blocks.
+            eos_early_stop (`bool`, *optional*): Cut each sequence after its first stop token and stop when every
+                prompt has stopped; default True.
             eos_token_id (`int` or `list[int]`, *optional*): Stop tokens; default `<|endoftext|>` and `<|im_end|>`.
             stop (`str` or `list[str]`, *optional*): Stop strings: the text ends before the first of them, and a
                 prompt that produced one has stopped.
@@ -283,61 +251,52 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 prompt as soon as a block is decoded, then `end()`; no progress bar is shown.
             preview_every (`int`, *optional*): With a `streamer`, also send a preview chunk every `preview_every`
                 denoising steps: the tokens of the current block's predicted clean latents, `x_0 = x_t - σ v`.
+            request ([`~generation.request.GenerationRequest`], *optional*): A request made by `make_request`,
+                instead of the prompt and setting arguments above (which then stay unset).
+            prompt_latents (`torch.Tensor`, *optional*): The request's prompts encoded by `encode_prompt`, to skip
+                encoding them again.
 
         Examples:
 
         Returns:
             [`ColaDLMPipelineOutput`] or `tuple`: `(sequences, texts, latents)` when `return_dict` is False.
         """
-        # 1. Check the inputs; resolve the request's block length, steps, context, sampling, pad token and stops.
-        block_length = self.transformer.config.block_size if block_length is None else block_length
-        num_inference_steps, guidance_scale = self.sampling_defaults(num_inference_steps, guidance_scale)
-        max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
-        stop = [stop] if isinstance(stop, str) else stop
-        self.check_inputs(
-            prompt,
-            messages,
-            chat_format=chat_format,
-            output_type=output_type,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            max_sequence_length=max_sequence_length,
-            preview_every=preview_every,
-            gen_length=gen_length,
-            block_length=block_length,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            stop=stop,
-        )
-        sampling = TokenSampling(temperature, top_k, top_p, repetition_penalty)
-        chat_format = (chat_format or self.chat_format) if messages is not None else None
-        pad_token_id = self.chat_pad_token_id(messages, chat_format, pad_token_id)
-        stops = self.stop_criteria(stop, eos_token_id, eos_early_stop, chat_format)
-        self._guidance_scale, self._interrupt, device = guidance_scale, False, self._execution_device
+        # 1. Check the inputs; resolve the request: its prompts' token ids and every setting, defaults included.
+        arguments = {name: value for name, value in locals().items() if name in REQUEST_ARGUMENTS}
+        request = self.make_request(request, **arguments)
+        self.check_inputs(output_type, callback_on_step_end, callback_on_step_end_tensor_inputs, preview_every)
+        self._guidance_scale, self._interrupt, device = request.guidance_scale, False, self._execution_device
 
         # 2. Encode the prompts into latents.
-        prompt_token_ids = self.tokenize(prompt, messages, chat_format, max_sequence_length - gen_length)
-        prompt_latents, prompt_lengths = self.encode_prompt(prompt_token_ids, block_length, pad_token_id, device)
+        prompt_lengths = torch.tensor([len(ids) for ids in request.prompt_token_ids], device=device)
+        if prompt_latents is None:
+            prompt_latents, prompt_lengths = self.encode_prompt(request, device)
 
         # 3. Lay the request out in the caches, prepare the noise and timesteps, prefill the caches with the prompts.
-        layout = ColaDLMLayout.from_prompts(prompt_latents, prompt_lengths, gen_length, block_length, self.vae.config)
+        layout = ColaDLMLayout.from_prompts(
+            prompt_latents, prompt_lengths, request.gen_length, request.block_length, self.vae.config
+        )
         latents = prepare_latents(self.transformer, layout, generator, device, latents)
-        clean_latents, tokens = torch.zeros_like(latents), layout.empty_tokens(pad_token_id)
-        schedule = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
+        clean_latents, tokens = torch.zeros_like(latents), layout.empty_tokens(request.pad_token_id)
+        schedule = retrieve_timesteps(self.scheduler, request, device)
         self._num_timesteps = layout.num_blocks * len(schedule)
-        sampler = BlockSampler(self.transformer, self.vae, self.scheduler, self.guider, layout)
+        sampler = BlockSampler(self.transformer, self.vae, self.scheduler, self.guider, layout, schedule)
         sampler.prefill(prompt_latents)
-        text_deltas = TextDeltas(layout.batch_size)
+        text_deltas, commit = TextDeltas(layout.batch_size), None
 
-        # 4. Generate block by block: denoise it from noise, decode it into tokens, commit it as context.
-        with block_progress_bar(self, layout.num_blocks, streamer) as bar, self.transformer.cache_modulation(schedule):
+        # 4. Generate block by block: denoise it from noise (its first pass also writes the previous block into the
+        #    DiT cache), decode it into tokens and cut every prompt at its first stop.
+        with block_progress_bar(self, layout.num_blocks, streamer) as bar:
             for block_index in range(layout.num_blocks):
-                block = layout.block(block_index, guidance_scale)
+                block = layout.block(block_index, request.guidance_scale)
                 block_latents = block.repaint(latents[:, block.latent_slice])
                 # Every block runs the whole schedule: the scheduler starts afresh.
-                schedule = retrieve_timesteps(self.scheduler, num_inference_steps, device, timesteps, sigmas)
+                schedule = retrieve_timesteps(self.scheduler, request, device)
                 for step_index, t in enumerate(schedule):
-                    block_latents, velocity = sampler.denoise_step(block, block_latents, t, step_index, len(schedule))
+                    block_latents, velocity = sampler.denoise_step(
+                        block, block_latents, t, step_index, len(schedule), commit=commit
+                    )
+                    commit = None
                     if callback_on_step_end is not None:
                         step = block_index * len(schedule) + step_index
                         outputs = callback_on_step_end(self, step, t, {"latents": block_latents})
@@ -348,8 +307,10 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
 
                 clean_latents[:, block.latent_slice] = block_latents
                 logits = sampler.decode_block(block, block_latents)
-                tokens[:, block.token_slice] = sampling(logits, tokens[:, : block.token_slice.start], generator)
-                completions = self.completions(tokens, layout, block.token_slice.stop, gen_length, stops)
+                tokens[:, block.token_slice] = request.sampling(
+                    logits, tokens[:, : block.token_slice.start], generator
+                )
+                completions = self.completions(request, layout, tokens, block.token_slice.stop)
                 finished = all(completion.stopped for completion in completions)
                 last = finished or self.interrupt or block_index + 1 == layout.num_blocks
                 if streamer is not None:
@@ -358,13 +319,14 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
                 if last:
                     end_progress_bar(bar, block_index, "every prompt stopped" if finished else "interrupted")
                     break
-                sampler.commit_block(block, block_latents)
+                commit = (block, block_latents)
 
-        # 5. Pad the kept tokens of every prompt to `gen_length`.
+        # 5. Pad the kept tokens of every prompt to `gen_length`; say why each ended.
         if streamer is not None:
             streamer.end()
         self.maybe_free_model_hooks()
-        output = self.output(completions, clean_latents, output_type, gen_length, pad_token_id)
+        interrupted = block_index + 1 < layout.num_blocks and not finished
+        output = self.output(request, completions, clean_latents, output_type, interrupted)
         return output if return_dict else (output.sequences, output.texts, output.latents)
 
     def stream(
@@ -409,17 +371,22 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
 
     def output(
         self,
+        request: GenerationRequest,
         completions: list[Completion],
         clean_latents: torch.Tensor,
         output_type: str,
-        gen_length: int,
-        pad_token_id: int,
+        interrupted: bool,
     ) -> ColaDLMPipelineOutput:
-        """The kept tokens of every prompt padded to `gen_length`, with the texts or latents `output_type` asks for."""
+        """
+        The kept tokens of every prompt padded to `gen_length`, why each ended, and the texts or latents
+        `output_type` asks for.
+        """
         return ColaDLMPipelineOutput(
-            sequences=pad_sequences(completions, gen_length, pad_token_id, clean_latents.device),
+            sequences=pad_sequences(completions, request.gen_length, request.pad_token_id, clean_latents.device),
             texts=[completion.text for completion in completions] if output_type == "text" else None,
             latents=clean_latents if output_type == "latent" else None,
+            finish_reasons=finish_reasons(completions, interrupted),
+            num_tokens=[len(completion.token_ids) for completion in completions],
         )
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:

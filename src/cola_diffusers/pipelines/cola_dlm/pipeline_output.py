@@ -30,11 +30,19 @@ class ColaDLMPipelineOutput(BaseOutput):
             The decoded new text of every prompt, up to (without) its stop token. Set for `output_type="text"`.
         latents (`torch.Tensor` of shape `(batch_size, num_blocks * block_length, latent_dim)`, *optional*):
             The clean latents of every generated block in the DiT's normalised space. Set for `output_type="latent"`.
+        finish_reasons (`list[str]`, *optional*):
+            Why every prompt ended: `"stop"` (a stop token or stop string), `"length"` (`gen_length` new tokens) or
+            `"interrupted"` (the call was interrupted first).
+        num_tokens (`list[int]`, *optional*):
+            The number of new tokens every prompt kept: those of `sequences` before the padding, a stop token
+            included.
     """
 
     sequences: torch.LongTensor
     texts: list[str] | None = None
     latents: torch.Tensor | None = None
+    finish_reasons: list[str] | None = None
+    num_tokens: list[int] | None = None
 
 
 @dataclass

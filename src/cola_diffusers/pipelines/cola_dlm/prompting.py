@@ -12,19 +12,25 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The prompts, chat settings and stops of a [`ColaDLMPipeline`] request, from the pipeline's tokenizer and config."""
+"""The requests of a [`ColaDLMPipeline`]: built from a call's arguments, the pipeline's tokenizer and its config."""
 
 import torch
 
 from ...generation import prompts, stopping
 from ...generation.chat import CHAT_FORMATS
-from ...generation.stopping import Completion
+from ...generation.request import (
+    REQUEST_ARGUMENTS,
+    CheckpointDefaults,
+    GenerationRequest,
+    build_request,
+    tokenize_request,
+)
 from .layout import ColaDLMLayout, count_blocks
 from .sampler import encode_prompt
 
 
 class ColaDLMPromptMixin:
-    """Tokenisation, chat rendering and stop criteria of [`ColaDLMPipeline`] (needs its `tokenizer`, `vae` and config)."""
+    """Requests, tokenisation and prompt encoding of [`ColaDLMPipeline`] (needs its `tokenizer`, `vae` and config)."""
 
     @property
     def pad_token_id(self) -> int | None:
@@ -49,43 +55,25 @@ class ColaDLMPromptMixin:
         """The checkpoint's chat format: `"plain"` unless it records another."""
         return self.config.chat_format or "plain"
 
-    def chat_tokens(self, chat_format: str) -> tuple[int | None, bool]:
-        """
-        The token that ends a turn in `chat_format` (None where it is not one token) and whether it pads chat
-        prompts: the format's, or what the checkpoint records for its own format.
-        """
-        chat = CHAT_FORMATS[chat_format]
-        recorded = chat_format == self.chat_format
-        stop_token_id = self.config.chat_stop_token_id if recorded else None
-        if stop_token_id is None:
-            stop_token_id = stopping.chat_stop_token_id(self.tokenizer, chat)
-        pad_with_stop = chat.pad_with_stop
-        if recorded and self.config.chat_pad_with_stop is not None:
-            pad_with_stop = self.config.chat_pad_with_stop
-        return stop_token_id, pad_with_stop
+    @property
+    def checkpoint_defaults(self) -> CheckpointDefaults:
+        """What this checkpoint sets for requests that leave a setting unset."""
+        return CheckpointDefaults.from_pipeline(self)
 
-    def stop_criteria(
-        self,
-        stop: str | list[str] | None = None,
-        eos_token_id: int | list[int] | None = None,
-        eos_early_stop: bool = True,
-        chat_format: str | None = None,
-    ) -> tuple[list[int], list[str] | None]:
-        """The stop tokens and strings of a request (see `generation.stopping.resolve_stops`); `chat_format` for chats."""
-        stop = [stop] if isinstance(stop, str) else stop
-        if chat_format is None:
-            return stopping.resolve_stops(self.tokenizer, stop, eos_token_id, eos_early_stop)
-        turn_stop_token_id = self.chat_tokens(chat_format)[0]
-        chat = CHAT_FORMATS[chat_format]
-        return stopping.resolve_stops(self.tokenizer, stop, eos_token_id, eos_early_stop, chat, turn_stop_token_id)
-
-    def chat_pad_token_id(self, messages, chat_format: str | None, pad_token_id: int | None) -> int:
-        """The pad token of a request: `pad_token_id`, else the chat format's stop token where it pads, else `<|pad|>`."""
-        chat_pad_token_id = None
-        if messages is not None:
-            turn_stop_token_id, pad_with_stop = self.chat_tokens(chat_format)
-            chat_pad_token_id = turn_stop_token_id if pad_with_stop else None
-        return stopping.resolve_pad_token_id(pad_token_id, chat_pad_token_id, self.pad_token_id)
+    def make_request(self, request: GenerationRequest | None = None, **arguments) -> GenerationRequest:
+        """
+        The [`GenerationRequest`] of a call's arguments (those of `__call__`, see [`build_request`]), or `request`
+        itself when one is given, with every argument left None.
+        """
+        unknown = sorted(set(arguments) - REQUEST_ARGUMENTS)
+        if unknown:
+            raise TypeError(f"Unknown request arguments {unknown}.")
+        if request is None:
+            return build_request(self.tokenizer, self.checkpoint_defaults, **arguments)
+        given = sorted(name for name, value in arguments.items() if value is not None)
+        if given:
+            raise ValueError(f"Pass either `request` or its arguments, not both; got `request` and {given}.")
+        return request
 
     def tokenize(
         self,
@@ -96,35 +84,27 @@ class ColaDLMPromptMixin:
     ) -> list[list[int]]:
         """
         Token ids of every prompt, or of every conversation in `messages` rendered in `chat_format` (default the
-        checkpoint's). With `max_tokens`, a longer prompt raises a [`~generation.inputs.PromptTooLongError`],
-        refused by its number of characters before tokenising where that suffices.
+        checkpoint's). With `max_tokens`, a longer prompt raises a [`~generation.inputs.PromptTooLongError`].
         """
-        if messages is not None:
-            prompt = prompts.render_chat(self.tokenizer, messages, CHAT_FORMATS[chat_format or self.chat_format])
-        texts = [prompt] if isinstance(prompt, str) else prompt
-        return prompts.tokenize(self.tokenizer, texts, max_tokens)
+        chat = CHAT_FORMATS[chat_format or self.chat_format] if messages is not None else None
+        return tokenize_request(self.tokenizer, prompt, messages, chat, max_tokens)
 
-    def num_blocks(self, prompt_token_ids: list[list[int]], gen_length: int, block_length: int | None = None) -> int:
+    def num_blocks(self, prompt_token_ids, gen_length: int, block_length: int | None = None) -> int:
         """The blocks a call generates for these prompts: its `latents` are `num_blocks * block_length` long."""
-        block_length = self.transformer.config.block_size if block_length is None else block_length
+        block_length = self.checkpoint_defaults.block_length if block_length is None else block_length
         lengths = [len(ids) for ids in prompt_token_ids]
         return count_blocks(lengths, gen_length, block_length, self.vae.config.patch_size)
 
-    def encode_prompt(
-        self, prompt_token_ids: list[list[int]], block_length: int, pad_token_id: int, device: torch.device
-    ) -> tuple[torch.Tensor, torch.LongTensor]:
-        """Normalised prompt latents and prompt lengths; see [`sampler.encode_prompt`]."""
-        return encode_prompt(self.vae, prompt_token_ids, block_length, pad_token_id, device)
-
-    def truncate(self, new_token_ids: list[int], stop_token_ids: list[int], stop: list[str] | None) -> Completion:
-        """Cuts new tokens at the first stop token (kept) or after the token that completes a stop string."""
-        return stopping.truncate(self.tokenizer, new_token_ids, stop_token_ids, stop)
+    def encode_prompt(self, request: GenerationRequest, device: torch.device) -> tuple[torch.Tensor, torch.LongTensor]:
+        """Normalised prompt latents and prompt lengths of a request; see [`sampler.encode_prompt`]."""
+        return encode_prompt(self.vae, request.prompt_token_ids, request.block_length, request.pad_token_id, device)
 
     def completions(
-        self, tokens: torch.LongTensor, layout: ColaDLMLayout, end: int, gen_length: int, stops: tuple
-    ) -> list[Completion]:
+        self, request: GenerationRequest, layout: ColaDLMLayout, tokens: torch.LongTensor, end: int
+    ) -> list[stopping.Completion]:
         """
         The [`Completion`] of every prompt from the tokens sampled so far (`tokens[:, :end]`): its new tokens (see
-        [`ColaDLMLayout.new_token_ids`]) cut at the first of `stops` (stop tokens, stop strings).
+        [`ColaDLMLayout.new_token_ids`]) cut at the request's first stop.
         """
-        return [self.truncate(ids, *stops) for ids in layout.new_token_ids(tokens, end, gen_length)]
+        new_token_ids = layout.new_token_ids(tokens, end, request.gen_length)
+        return [request.truncate(self.tokenizer, ids) for ids in new_token_ids]

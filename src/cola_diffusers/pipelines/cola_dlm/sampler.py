@@ -21,14 +21,19 @@ from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from ...generation.request import GenerationRequest
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
-from ...models.transformers.transformer_cola import ColaTransformer1DModel
+from ...models.transformers.transformer_cola import ColaModulationTable, ColaTransformer1DModel
 from .layout import ColaDLMLayout, GeneratedBlock
+
+
+# A finished block whose clean latents a DiT pass writes into the cache, and those latents.
+Commit = tuple[GeneratedBlock, torch.Tensor]
 
 
 def encode_prompt(
     vae: AutoencoderKLColaText,
-    prompt_token_ids: list[list[int]],
+    prompt_token_ids: tuple[tuple[int, ...], ...],
     block_length: int,
     pad_token_id: int,
     device: torch.device,
@@ -76,41 +81,39 @@ def prepare_latents(
     return latents.to(device=device, dtype=torch.float32)
 
 
-def retrieve_timesteps(
-    scheduler: SchedulerMixin,
-    num_inference_steps: int | None,
-    device: torch.device,
-    timesteps: list[float] | None = None,
-    sigmas: list[float] | None = None,
-) -> torch.Tensor:
-    """Calls `scheduler.set_timesteps` with a step count, custom `timesteps` or custom `sigmas`; returns timesteps."""
-    if timesteps is not None and sigmas is not None:
-        raise ValueError("Pass either `timesteps` or `sigmas`, not both.")
-    for name, value in (("timesteps", timesteps), ("sigmas", sigmas)):
+def retrieve_timesteps(scheduler: SchedulerMixin, request: GenerationRequest, device: torch.device) -> torch.Tensor:
+    """
+    Calls `scheduler.set_timesteps` with the request's step count, custom `timesteps` or custom `sigmas`; returns the
+    scheduler's timesteps.
+    """
+    for name in ("timesteps", "sigmas"):
+        value = getattr(request, name)
         if value is not None:
             if name not in inspect.signature(scheduler.set_timesteps).parameters:
                 raise ValueError(f"The scheduler {scheduler.__class__.__name__} does not accept custom `{name}`.")
-            scheduler.set_timesteps(**{name: value}, device=device)
+            scheduler.set_timesteps(**{name: list(value)}, device=device)
             return scheduler.timesteps
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler.set_timesteps(request.num_inference_steps, device=device)
     return scheduler.timesteps
 
 
 class BlockSampler:
     """
-    One request's generation state: its components, its [`ColaDLMLayout`] and the key/value caches of the DiT and
-    of the VAE decoder, with the passes of block-causal sampling.
+    One request's generation state: its components, its [`ColaDLMLayout`], the key/value caches of the DiT and of
+    the VAE decoder, and the DiT's AdaLN table of the request's timesteps, with the passes of block-causal sampling.
+    Nothing of a request is stored on the models, so two samplers may share them.
 
-    A request runs `prefill` once, then for every generated block `denoise_step` once per scheduler step,
-    `decode_block` and, unless it is the last block, `commit_block`. A committed block joins the next DiT pass when
-    that pass has no unguided branch: one pass then writes it into the cache and denoises the next block, so that a
-    one-step sampler without guidance runs one DiT pass per block.
+    A request runs `prefill` once, then for every generated block `denoise_step` once per scheduler step and
+    `decode_block`. A finished block becomes the context of the next ones when it is passed as `commit` to the first
+    step of the next block: without an unguided branch, that step's DiT pass writes it into the cache while
+    denoising the next block, so that a one-step sampler without guidance runs one DiT pass per block.
 
     Args:
         transformer ([`ColaTransformer1DModel`]), vae ([`AutoencoderKLColaText`]), scheduler ([`SchedulerMixin`]):
             The models and the scheduler of the pipeline.
         guider ([`~diffusers.guiders.BaseGuidance`], *optional*): Replaces the built-in classifier-free guidance.
         layout ([`ColaDLMLayout`]): Where the request's prompts and blocks sit in the caches.
+        timesteps (`torch.Tensor`): The timesteps every block runs, whose AdaLN terms are computed once.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class BlockSampler:
         scheduler: SchedulerMixin,
         guider: BaseGuidance | None,
         layout: ColaDLMLayout,
+        timesteps: torch.Tensor,
     ):
         self.transformer = transformer
         self.vae = vae
@@ -130,8 +134,7 @@ class BlockSampler:
         self.dtype = transformer.dtype
         self.transformer_cache = transformer.make_kv_cache(layout.batch_size, layout.cache_length)
         self.vae_cache = vae.make_kv_cache(layout.batch_size, layout.cache_length)
-        # The committed block whose clean latents are not yet in the DiT cache.
-        self.uncommitted: tuple[GeneratedBlock, torch.Tensor] | None = None
+        self.modulation = ColaModulationTable(timesteps)
 
     def prefill(self, prompt_latents: torch.Tensor):
         """Writes the clean prefixes (t = 0) into both caches."""
@@ -156,23 +159,32 @@ class BlockSampler:
             cache_position=layout.slots[: layout.max_prefix],
         )
 
-    def velocity(self, block: GeneratedBlock, latents: torch.Tensor, t: torch.Tensor, unconditional: bool):
+    def velocity(
+        self,
+        block: GeneratedBlock,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        unconditional: bool,
+        *,
+        commit: Commit | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         """
         The DiT's velocity of the block's `latents` at `t`, with its cached context; with `unconditional`, also of
-        the block alone (positions from 0, no cache) in the same pass. Returns the predictions, conditional first.
+        the block alone (positions from 0, no cache) in the same pass. With `commit`, first writes that finished
+        block into the cache: in this pass, or in one of its own when there is an unguided branch. Returns the
+        predictions, conditional first.
         """
-        if self.uncommitted is not None and unconditional:
-            self.write_uncommitted()
+        if commit is not None and unconditional:
+            self.write_block(*commit)
         model_input, position_ids, timestep = latents.to(self.dtype), block.position_ids, block.timestep(t)
         attention_mask, cache_position = block.attention_mask, block.cache_position
         if unconditional:
             model_input = torch.cat([model_input] * 2)
             position_ids = torch.cat([position_ids, block.unconditional_position_ids])
             timestep = torch.cat([timestep] * 2) if timestep.ndim == 2 else timestep
-        elif self.uncommitted is not None:
-            # The committed block at t = 0 and this block in one pass, each attending block-causally.
-            committed, committed_latents = self.uncommitted
-            self.uncommitted = None
+        elif commit is not None:
+            # The finished block at t = 0 and this block in one pass, each attending block-causally.
+            committed, committed_latents = commit
             model_input = torch.cat([committed_latents.to(self.dtype), model_input], dim=1)
             position_ids = torch.cat([committed.position_ids, position_ids], dim=1)
             timestep = torch.cat([torch.zeros_like(committed.position_ids), timestep.expand_as(block.position_ids)], 1)
@@ -188,6 +200,7 @@ class BlockSampler:
                 kv_cache=self.transformer_cache,
                 cache_position=cache_position,
                 num_uncached_rows=latents.shape[0] if unconditional else 0,
+                modulation=self.modulation,
             )
             .sample[:, -latents.shape[1] :]
             .float()
@@ -195,16 +208,23 @@ class BlockSampler:
         return velocity.chunk(2) if unconditional else (velocity,)
 
     def guided_velocity(
-        self, block: GeneratedBlock, latents: torch.Tensor, t: torch.Tensor, step_index: int, num_steps: int
+        self,
+        block: GeneratedBlock,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        step_index: int,
+        num_steps: int,
+        *,
+        commit: Commit | None = None,
     ) -> torch.Tensor:
         """
         The guided velocity of one step: the built-in classifier-free guidance between the block with its context
-        and the block alone, or the pipeline's `guider`, given its branches by name.
+        and the block alone, or the pipeline's `guider`, given its branches by name. `commit` as for `velocity`.
         """
         if self.guider is None:
             if block.guidance_scale == 1.0:
-                return self.velocity(block, latents, t, unconditional=False)[0]
-            velocity_cond, velocity_uncond = self.velocity(block, latents, t, unconditional=True)
+                return self.velocity(block, latents, t, unconditional=False, commit=commit)[0]
+            velocity_cond, velocity_uncond = self.velocity(block, latents, t, unconditional=True, commit=commit)
             return velocity_uncond + block.guidance * (velocity_cond - velocity_uncond)
 
         self.guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
@@ -213,7 +233,7 @@ class BlockSampler:
             raise ValueError(
                 f"{type(self.guider).__name__} asks for more than a conditional and an unconditional pass."
             )
-        predictions = self.velocity(block, latents, t, unconditional=len(guider_batches) == 2)
+        predictions = self.velocity(block, latents, t, unconditional=len(guider_batches) == 2, commit=commit)
         # The guider names its branches: the first of `_input_predictions` is the conditional one.
         by_name = dict(zip(self.guider._input_predictions, predictions))
         for batch in guider_batches:
@@ -221,10 +241,20 @@ class BlockSampler:
         return self.guider(guider_batches).pred
 
     def denoise_step(
-        self, block: GeneratedBlock, latents: torch.Tensor, t: torch.Tensor, step_index: int, num_steps: int
+        self,
+        block: GeneratedBlock,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        step_index: int,
+        num_steps: int,
+        *,
+        commit: Commit | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One scheduler step of the block, repainted prompt latents kept; returns the new latents and the velocity."""
-        velocity = self.guided_velocity(block, latents, t, step_index, num_steps)
+        """
+        One scheduler step of the block, repainted prompt latents kept; returns the new latents and the velocity.
+        `commit`, the previous block, is written into the DiT cache by this step's pass (see `velocity`).
+        """
+        velocity = self.guided_velocity(block, latents, t, step_index, num_steps, commit=commit)
         return self.step(block, velocity, t, latents), velocity
 
     def step(self, block: GeneratedBlock, velocity: torch.Tensor, t: torch.Tensor, latents: torch.Tensor):
@@ -241,17 +271,8 @@ class BlockSampler:
             cache_position=block.cache_position,
         ).logits
 
-    def commit_block(self, block: GeneratedBlock, latents: torch.Tensor):
-        """
-        Makes the clean block (t = 0) the context of the blocks that follow. Its keys and values are written into
-        the DiT cache by the next pass: with the next block's, or on their own before an unguided branch.
-        """
-        self.uncommitted = (block, latents)
-
-    def write_uncommitted(self):
-        """Writes the committed block's clean latents into the DiT cache in a pass of their own."""
-        block, latents = self.uncommitted
-        self.uncommitted = None
+    def write_block(self, block: GeneratedBlock, latents: torch.Tensor):
+        """Writes a finished block's clean latents (t = 0) into the DiT cache in a pass of their own."""
         self.transformer(
             latents.to(self.dtype),
             torch.zeros(1, device=latents.device),
@@ -259,4 +280,5 @@ class BlockSampler:
             attention_mask=block.attention_mask,
             kv_cache=self.transformer_cache,
             cache_position=block.cache_position,
+            modulation=self.modulation,
         )
