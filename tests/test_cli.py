@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from cola_diffusers.cli import main
 
-from .conftest import FIXTURE_DIR, make_tiny_pipeline, save_distilled_checkpoint
+from .conftest import FIXTURE_DIR, make_chat_pipeline, make_tiny_pipeline, save_distilled_checkpoint
 
 
 COMMAND = [sys.executable, "-m", "cola_diffusers.cli"]
@@ -256,3 +256,21 @@ def test_serve_takes_the_official_environment_variables():
         7,
         "cpu",
     )
+
+
+def test_generate_json_with_a_chat_format_reports_the_pipelines_stop(tmp_path, capsys):
+    # A tiny chat model whose decoder leans towards ■, a single token here and the `text` format's stop token.
+    pipe = make_chat_pipeline(extra_tokens=["■"])
+    stop_token_id = pipe.tokenizer.convert_tokens_to_ids("■")
+    with torch.no_grad():
+        pipe.vae.decoder.lm_head.bias[stop_token_id] += 1.0
+    pipe.save_pretrained(tmp_path / "chat")
+    messages = [{"role": "user", "content": "the river"}]
+    expected = pipe(messages=messages, chat_format="text", gen_length=16, generator=[torch.Generator().manual_seed(0)])
+    assert expected.finish_reasons == ["stop"] and 1 < expected.num_tokens[0] < 16
+
+    main(["generate", "the river", "--model", str(tmp_path / "chat"), "--chat-format", "text", "--output", "json"])
+    line = json.loads(capsys.readouterr().out)
+    token_ids = expected.sequences[0, : expected.num_tokens[0]].tolist()
+    assert token_ids[-1] == stop_token_id
+    assert line == {"prompt": "the river", "text": expected.texts[0], "token_ids": token_ids, "finish_reason": "stop"}

@@ -19,9 +19,9 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.guiders import ClassifierFreeGuidance
 
-from cola_diffusers import ColaDLMBlocks
+from cola_diffusers import ColaDLMBlocks, ColaDLMPipeline
 
-from ..conftest import PROMPTS, make_tiny_pipeline, save_distilled_checkpoint
+from ..conftest import PROMPTS, make_chat_pipeline, make_tiny_pipeline, save_distilled_checkpoint
 
 
 OUTPUTS = ["sequences", "texts", "latents"]
@@ -122,3 +122,24 @@ def test_init_pipeline_takes_the_sampling_defaults_of_a_saved_checkpoint(pipe, n
     expected = pipe(PROMPTS, output_type="latent", num_inference_steps=2, guidance_scale=3.0, **kwargs)
     output = modular_pipe(prompt=PROMPTS, output=OUTPUTS, num_inference_steps=2, guidance_scale=3.0, **kwargs)
     torch.testing.assert_close(output["latents"], expected.latents, rtol=1e-5, atol=1e-5)
+
+
+def test_messages_render_in_the_checkpoints_chat_format(pipe, noise, tmp_path):
+    chat_pipe = make_chat_pipeline(extra_tokens=["■"])
+    ColaDLMPipeline(**chat_pipe.components, chat_format="text").save_pretrained(tmp_path)
+    saved = ColaDLMPipeline.from_pretrained(tmp_path)
+    saved.set_progress_bar_config(disable=True)
+    modular_pipe = ColaDLMBlocks().init_pipeline(str(tmp_path))
+    modular_pipe.load_components()
+    modular_pipe.set_progress_bar_config(disable=True)
+    messages = [{"role": "user", "content": "What is 2 + 3?"}]
+    kwargs = {"gen_length": 10, "num_inference_steps": 3, "latents": noise[:1]}
+    # The `text` format, padded with its stop token ■, which also ends the answer.
+    request = saved.make_request(messages=messages, **{k: v for k, v in kwargs.items() if k != "latents"})
+    stop_token_id = saved.tokenizer.convert_tokens_to_ids("■")
+    assert request.chat_format == "text" and request.pad_token_id == stop_token_id
+    expected = saved(messages=messages, output_type="latent", **kwargs)
+    output = modular_pipe(messages=messages, output=[*OUTPUTS, "finish_reasons"], **kwargs)
+    assert torch.equal(output["sequences"], expected.sequences)
+    torch.testing.assert_close(output["latents"], expected.latents, rtol=1e-5, atol=1e-5)
+    assert output["finish_reasons"] == expected.finish_reasons
