@@ -122,6 +122,7 @@ CONTEXTS = [
 # (a substring of a block, text its output must contain).
 EXPECTED_OUTPUT = [
     ('print(pipe("1234>").texts[0])', "4321"),
+    ("print(output.texts, output.finish_reasons, output.num_tokens)", "['4321', '8765'] ['stop', 'stop'] [5, 5]"),
 ]
 
 # Created once in the Python blocks' folder, before any block runs.

@@ -121,7 +121,7 @@ def test_a_committed_block_joins_the_next_pass_without_guidance(pipe, guidance_s
         output = generate(pipe, ["the river story."], num_inference_steps=2, guidance_scale=guidance_scale)
     finally:
         handle.remove()
-    num_blocks = pipe.num_blocks(pipe.tokenize(["the river story."]), 10)
+    num_blocks = pipe.num_blocks(pipe.make_request(prompt=["the river story."], gen_length=10))
     assert len(output.texts) == 1 and num_blocks == 3
     if guidance_scale == 1.0:
         # The first step of a block also writes the block before it into the cache: 8 latents in one pass.
@@ -188,7 +188,7 @@ def steps_per_block_and_branches(pipe, **kwargs) -> tuple[float, float, int]:
         pipe(PROMPTS, gen_length=10, eos_early_stop=False, callback_on_step_end=count, **kwargs)
     finally:
         handle.remove()
-    num_blocks = pipe.num_blocks(pipe.tokenize(prompt=PROMPTS), 10)
+    num_blocks = pipe.num_blocks(pipe.make_request(prompt=PROMPTS, gen_length=10))
     return len(steps) / num_blocks, pipe.guidance_scale, max(rows)
 
 

@@ -106,7 +106,7 @@ def generate_batch(
         guidance_scale=settings.guidance_scale,
         temperature=settings.temperature,
     )
-    num_blocks = pipe.num_blocks(request.prompt_token_ids, request.gen_length, request.block_length)
+    num_blocks = pipe.num_blocks(request)
     device = pipe._execution_device
     noise = torch.stack([record_noise(pipe, record["id"], seed, num_blocks, device) for record in records])
     generators = [torch.Generator(device).manual_seed(seed + record_seed(record["id"])) for record in records]

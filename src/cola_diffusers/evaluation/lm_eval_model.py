@@ -113,9 +113,9 @@ class ColaDLMEvalModel(LM):
         pretrained (`str` or [`ColaDLMPipeline`]): A checkpoint folder or Hub repo id (diffusers or official layout),
             or a loaded pipeline.
         steps (`int`, *optional*): Scheduler steps per block (`num_inference_steps`); default the checkpoint's
-            `default_num_inference_steps`, else 16.
+            `default_num_inference_steps`, else `DEFAULTS.num_inference_steps`.
         guidance_scale (`float`, *optional*): Classifier-free guidance scale; default the checkpoint's
-            `default_guidance_scale`, else 7.0.
+            `default_guidance_scale`, else `DEFAULTS.guidance_scale`.
         block_length (`int`, *optional*): Latents per generated block; default the transformer's `block_size`.
         dtype (`str`, *optional*): `"bf16"`, `"bfloat16"`, `"fp16"`, `"float32"`, ...; default the checkpoint's.
         device (`str`, *optional*): Default `"cuda"` where available, else `"cpu"`.

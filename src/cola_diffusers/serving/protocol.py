@@ -53,7 +53,7 @@ class GenerationRequest(BaseModel):
     stream: bool = False
     stream_options: dict | None = None
     user: str | None = None
-    # None: the served checkpoint's `default_num_inference_steps` and `default_guidance_scale`, else 16 and 7.0.
+    # None: the served checkpoint's `default_num_inference_steps` and `default_guidance_scale`, else `DEFAULTS`.
     num_inference_steps: int | None = Field(default=None, ge=1, le=256)
     guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
     block_length: int | None = Field(default=None, ge=1, le=256)

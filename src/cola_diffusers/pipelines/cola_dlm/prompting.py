@@ -89,11 +89,10 @@ class ColaDLMPromptMixin:
         chat = CHAT_FORMATS[chat_format or self.chat_format] if messages is not None else None
         return tokenize_request(self.tokenizer, prompt, messages, chat, max_tokens)
 
-    def num_blocks(self, prompt_token_ids, gen_length: int, block_length: int | None = None) -> int:
-        """The blocks a call generates for these prompts: its `latents` are `num_blocks * block_length` long."""
-        block_length = self.checkpoint_defaults.block_length if block_length is None else block_length
-        lengths = [len(ids) for ids in prompt_token_ids]
-        return count_blocks(lengths, gen_length, block_length, self.vae.config.patch_size)
+    def num_blocks(self, request: GenerationRequest) -> int:
+        """The blocks a request generates: its `latents` are `num_blocks * block_length` long."""
+        lengths = [len(ids) for ids in request.prompt_token_ids]
+        return count_blocks(lengths, request.gen_length, request.block_length, self.vae.config.patch_size)
 
     def encode_prompt(self, request: GenerationRequest, device: torch.device) -> tuple[torch.Tensor, torch.LongTensor]:
         """Normalised prompt latents and prompt lengths of a request; see [`sampler.encode_prompt`]."""
