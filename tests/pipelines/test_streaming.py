@@ -84,7 +84,10 @@ def test_guider_branches_are_matched_by_name_not_by_order():
     pipe = make_tiny_pipeline(seed=3)
     pipe.set_progress_bar_config(disable=True)
     noise = torch.randn(
-        3, pipe.num_blocks(pipe.make_request(prompt=PROMPTS, gen_length=10)) * 4, 8, generator=torch.Generator().manual_seed(0)
+        3,
+        pipe.num_blocks(pipe.make_request(prompt=PROMPTS, gen_length=10)) * 4,
+        8,
+        generator=torch.Generator().manual_seed(0),
     )
     kwargs = {
         "gen_length": 10,
