@@ -21,6 +21,8 @@ import os
 import types
 import typing
 
+from .presets import PRESETS
+
 
 OPTIMIZER_NAMES = ("adamw", "sgd")
 # diffusers' `get_scheduler` names (`diffusers.optimization.SchedulerType`), listed here so that checking needs no torch.
@@ -36,60 +38,6 @@ LR_SCHEDULERS = (
 TRACKERS = ("tensorboard", "wandb")
 # The official SFT script's chat formats.
 SFT_CHAT_FORMATS = ("text", "chatml")
-# The official scripts' recipes, as settings (`preset`); docs/training.md lists their sources and where they differ.
-PRESETS = {
-    "official-pretrain": {
-        "learning_rate": 1.5e-4,
-        "lr_scheduler": "cosine",
-        "lr_warmup_steps": 5000,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "weight_decay": 0.01,
-        "max_grad_norm": 1.0,
-        "max_length": 512,
-        "block_sizes": [16],
-        "prompt_boundary_rate": 0.05,
-        "logit_mean": 1.0,
-        "logit_std": 1.0,
-        "noise_level_per": "sample",
-        "sample_posterior": True,
-        "mixed_precision": "bf16",
-    },
-    "official-cpt": {
-        "learning_rate": 1.5e-4,
-        "lr_scheduler": "cosine",
-        "lr_warmup_steps": 5000,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.95,
-        "weight_decay": 0.01,
-        "max_grad_norm": 1.0,
-        "max_length": 512,
-        "block_sizes": [16],
-        "prompt_boundary_rate": 0.05,
-        "logit_mean": 0.0,
-        "logit_std": 1.0,
-        "noise_level_per": "sample",
-        "sample_posterior": True,
-        "mixed_precision": "bf16",
-    },
-    "official-sft": {
-        "stage": "sft",
-        "learning_rate": 1e-4,
-        "lr_scheduler": "constant_with_warmup",
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "weight_decay": 0.01,
-        "max_grad_norm": 1.0,
-        "max_length": 512,
-        "block_sizes": [1, 2, 4, 8, 16],
-        "block_size_probs": [0.1, 0.0, 0.3, 0.3, 0.3],
-        "logit_mean": 0.0,
-        "logit_std": 1.0,
-        "sample_posterior": True,
-        "chat_format": "text",
-        "mixed_precision": "bf16",
-    },
-}
 STAGES = {
     "vae": "Stage 1 (VAE)",
     "prior": "Stage 2 (prior)",

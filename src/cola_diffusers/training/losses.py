@@ -176,8 +176,8 @@ def prior_loss(
         noise,
         sigma,
         valid,
-        valid & ~pinned,
-        sizes[:, 0],
+        weight=valid & ~pinned,
+        block_size=sizes[:, 0],
         num_train_timesteps=num_train_timesteps,
         detach_context=detach_context,
     )
@@ -249,9 +249,9 @@ def velocity_error(
     noise: torch.Tensor,
     sigma: torch.Tensor,
     valid: torch.Tensor,
+    *,
     weight: torch.Tensor,
     block_size: int | torch.LongTensor,
-    *,
     num_train_timesteps: int = 1000,
     detach_context: bool = False,
 ) -> torch.Tensor:
@@ -274,7 +274,14 @@ def velocity_error(
     noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
     context = clean.detach() if detach_context else clean
     return layout_velocity_error(
-        transformer, context, noisy, sigma * num_train_timesteps, noise - clean, valid, weight, block_size
+        transformer,
+        context,
+        noisy,
+        sigma * num_train_timesteps,
+        noise - clean,
+        valid,
+        weight=weight,
+        block_size=block_size,
     )
 
 
@@ -285,6 +292,7 @@ def layout_velocity_error(
     timestep: torch.Tensor,
     target: torch.Tensor,
     valid: torch.Tensor,
+    *,
     weight: torch.Tensor,
     block_size: int | torch.LongTensor,
 ) -> torch.Tensor:
@@ -321,8 +329,8 @@ def distillation_loss(
     generated: torch.Tensor,
     valid: torch.Tensor,
     block_size: int,
-    sigmas: torch.Tensor,
     *,
+    sigmas: torch.Tensor,
     num_train_timesteps: int = 1000,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -354,7 +362,7 @@ def distillation_loss(
         noise,
         sigma,
         valid,
-        generated & valid,
-        block_size,
+        weight=generated & valid,
+        block_size=block_size,
         num_train_timesteps=num_train_timesteps,
     )

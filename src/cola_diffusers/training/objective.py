@@ -74,7 +74,7 @@ class StageObjective(torch.nn.Module):
                 batch["generated"],
                 batch["valid"],
                 self.transformer.config.block_size,
-                self.sigmas,
+                sigmas=self.sigmas,
             )
         if config.stage == "sft":
             return sft_loss(

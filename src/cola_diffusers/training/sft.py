@@ -316,4 +316,6 @@ def sft_loss(
         clean, noise, sigma, response, loss_mask, block_size, num_train_timesteps=num_train_timesteps
     )
     valid = torch.ones((batch_size, num_latents), dtype=torch.bool, device=device)
-    return layout_velocity_error(transformer, clean, noisy, timestep, noise - clean, valid, weight, block_size)
+    return layout_velocity_error(
+        transformer, clean, noisy, timestep, noise - clean, valid, weight=weight, block_size=block_size
+    )
