@@ -15,12 +15,14 @@
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
 
 from cola_diffusers import (
     AutoencoderKLColaText,
@@ -166,3 +168,17 @@ def make_chat_pipeline(extra_tokens: list[str] = ()) -> ColaDLMPipeline:
     pipe = ColaDLMPipeline(transformer=tiny.transformer, vae=tiny.vae, scheduler=tiny.scheduler, tokenizer=tokenizer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def tokenized(monkeypatch):
+    """Counts, per text, how often any tokenizer is called on it."""
+    counts = Counter()
+    call = PreTrainedTokenizerBase.__call__
+
+    def counting(self, text=None, *args, **kwargs):
+        counts.update([text] if isinstance(text, str) else list(text or []))
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", counting)
+    return counts

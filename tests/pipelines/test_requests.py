@@ -15,12 +15,10 @@
 """One request object: resolved once, token ids in, finish reasons out, and no request state on shared models."""
 
 import threading
-from collections import Counter
 
 import pytest
 import torch
 from accelerate import PartialState
-from transformers import PreTrainedTokenizerBase
 
 from cola_diffusers import ColaDLMPipeline, FlowMatchBlockCausalScheduler
 from cola_diffusers.evaluation.generation import EvalSettings, run_task
@@ -32,20 +30,6 @@ from ..conftest import PROMPTS, make_tiny_pipeline
 @pytest.fixture
 def pipe():
     return make_tiny_pipeline(seed=3)
-
-
-@pytest.fixture
-def tokenized(monkeypatch):
-    """Counts, per text, how often any tokenizer is called on it."""
-    counts = Counter()
-    call = PreTrainedTokenizerBase.__call__
-
-    def counting(self, text=None, *args, **kwargs):
-        counts.update([text] if isinstance(text, str) else list(text or []))
-        return call(self, text, *args, **kwargs)
-
-    monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", counting)
-    return counts
 
 
 def test_request_resolves_every_default_once(pipe):
