@@ -348,3 +348,15 @@ def test_the_server_tokenizes_every_prompt_once(http, tokenized):
     assert http.post("/v1/chat/completions", json=chat).json()["choices"][0]["message"]["content"] == "4321"
     # Each prompt of the completion once, and the chat's rendered prompt once more.
     assert (tokenized["1234>"], tokenized["5678>"]) == (2, 1)
+
+
+def test_an_unknown_model_gets_a_404_naming_the_served_one(http):
+    response = http.post("/v1/completions", json={"model": "cola-dlm", "prompt": "1234>"})
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "model_not_found")
+    assert error["message"] == f"The model 'cola-dlm' does not exist; this server serves '{MODEL}'."
+    # A long model name is quoted by its prefix only.
+    response = http.post("/v1/completions", json={"model": "x" * 100_000, "prompt": "1234>"})
+    assert response.status_code == 404 and len(response.content) < 1_000
+    assert "(100000 characters)" in response.json()["error"]["message"]

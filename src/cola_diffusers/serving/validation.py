@@ -36,6 +36,11 @@ class ServingConfig:
     chat_format: str
 
 
+def quoted(text: str, limit: int = 64) -> str:
+    """`text` in quotes, cut to its first `limit` characters: error bodies do not echo long inputs."""
+    return f"'{text}'" if len(text) <= limit else f"'{text[:limit]}...' ({len(text)} characters)"
+
+
 def checked_max_tokens(max_tokens: int | None, config: ServingConfig) -> int:
     """The request's `max_tokens` (else the default), refused above the limit or without room for a prompt."""
     max_tokens = config.default_max_tokens if max_tokens is None else max_tokens
@@ -71,7 +76,8 @@ async def validated_job(
     [`OpenAIError`], so they never reach the worker.
     """
     if body.model != config.model_name:
-        raise OpenAIError(404, f"The model '{body.model}' does not exist.", param="model", code="model_not_found")
+        message = f"The model {quoted(body.model)} does not exist; this server serves '{config.model_name}'."
+        raise OpenAIError(404, message, param="model", code="model_not_found")
     max_tokens = checked_max_tokens(body.requested_max_tokens(), config)
     chat = isinstance(body, ChatCompletionRequest)
     inputs = body.pipeline_inputs()
