@@ -274,3 +274,15 @@ def test_generate_json_with_a_chat_format_reports_the_pipelines_stop(tmp_path, c
     token_ids = expected.sequences[0, : expected.num_tokens[0]].tolist()
     assert token_ids[-1] == stop_token_id
     assert line == {"prompt": "the river", "text": expected.texts[0], "token_ids": token_ids, "finish_reason": "stop"}
+
+
+def test_every_subcommand_takes_the_same_dtype_spellings():
+    from cola_diffusers.cli import build_parser
+
+    parser = build_parser()
+    convert = ["convert", "--checkpoint-path", FIXTURE_DIR, "--output-path", "out"]
+    for spelling, name in [("bf16", "bfloat16"), ("bfloat16", "bfloat16"), ("fp16", "float16"), ("fp32", "float32")]:
+        assert parser.parse_args(["generate", "1234>", "--dtype", spelling]).dtype == name
+        assert parser.parse_args([*convert, "--dtype", spelling]).dtype == name
+        assert parser.parse_args(["serve", "--dtype", spelling]).dtype == name
+    assert parser.parse_args(convert).dtype == "float32"

@@ -24,7 +24,27 @@ from ..loaders.layout import REPO_ID, is_official_layout
 from ..schedulers import SCHEDULERS
 
 
+# The dtype names of every sub-command, as the Python API (`loaders.dtypes.DTYPES`) spells them; short ones become long.
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def dtype_name(value: str) -> str:
+    """A dtype name, its short spelling (`bf16`, `fp16`, `fp32`) turned into the long one."""
+    return DTYPE_ALIASES.get(value, value)
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser, default: str = "auto"):
+    """`--dtype`, in the spellings every sub-command accepts."""
+    choices = DTYPES if default == "auto" else DTYPES[1:]
+    parser.add_argument(
+        "--dtype",
+        type=dtype_name,
+        choices=choices,
+        default=default,
+        help=f"Weights' dtype: {', '.join(choices)} (or bf16, fp16, fp32)"
+        + ("; auto keeps the checkpoint's." if default == "auto" else "."),
+    )
 
 
 def task_list(value: str) -> list[str]:
@@ -97,7 +117,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: str = "CUDA whe
         help="Checkpoint folder (either layout), Hub repo id, or `demo` / `demo-fast` (the embedded demo model and"
         " its one-step student); default `demo`.",
     )
-    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="Weights' dtype; auto keeps the checkpoint's.")
+    add_dtype_argument(parser)
     parser.add_argument("--device", help=f"Where the model runs; default {device}.")
 
 

@@ -19,6 +19,7 @@ import argparse
 from ..generation.inputs import DEFAULTS
 from .arguments import (
     add_context_arguments,
+    add_dtype_argument,
     add_model_arguments,
     add_sampling_arguments,
     environment,
@@ -91,7 +92,7 @@ def add_convert_parser(commands):
     )
     parser.add_argument("--checkpoint-path", "--checkpoint_path", required=True, type=official_checkpoint)
     parser.add_argument("--output-path", "--output_path", required=True)
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    add_dtype_argument(parser, default="float32")
     parser.add_argument("--overwrite", action="store_true", help="Write into a folder that is not empty.")
     parser.set_defaults(func=convert)
 
