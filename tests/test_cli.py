@@ -286,3 +286,15 @@ def test_every_subcommand_takes_the_same_dtype_spellings():
         assert parser.parse_args([*convert, "--dtype", spelling]).dtype == name
         assert parser.parse_args(["serve", "--dtype", spelling]).dtype == name
     assert parser.parse_args(convert).dtype == "float32"
+
+
+def test_generate_and_eval_default_to_the_pipelines_gen_length():
+    from cola_diffusers.cli import build_parser
+    from cola_diffusers.generation.inputs import DEFAULTS
+
+    parser = build_parser()
+    assert parser.parse_args(["generate", "1234>"]).gen_length == DEFAULTS.gen_length
+    assert (
+        parser.parse_args(["eval", "run", "--tasks", "reverse_digits", "--output", "out"]).gen_length
+        == DEFAULTS.gen_length
+    )

@@ -39,7 +39,7 @@ def add_generate_parser(commands):
     parser.add_argument("prompt", nargs="*", help='Prompts; the embedded demo model reverses digits: "1234>".')
     parser.add_argument("--prompt-file", help="More prompts: one per line, or JSONL with a 'prompt' field.")
     add_model_arguments(parser)
-    add_sampling_arguments(parser, gen_length=64)
+    add_sampling_arguments(parser, gen_length=DEFAULTS.gen_length)
     parser.add_argument("--top-k", type=positive_int, help="Keep the k likeliest tokens (temperature > 0).")
     parser.add_argument("--top-p", type=probability, help="Nucleus sampling mass (temperature > 0).")
     parser.add_argument("--block-length", type=positive_int, help="Latents per block; default the model's.")
