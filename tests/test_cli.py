@@ -298,3 +298,25 @@ def test_generate_and_eval_default_to_the_pipelines_gen_length():
         parser.parse_args(["eval", "run", "--tasks", "reverse_digits", "--output", "out"]).gen_length
         == DEFAULTS.gen_length
     )
+
+
+def test_demo_names_the_demo_model_beside_a_folder_of_that_name(tmp_path):
+    # What `eval run --output demo` leaves behind: a folder named `demo` that holds no model.
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "run_config.json").write_text("{}")
+    result = run("generate", "1234>", "--model", "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4321"
+    assert "'demo' is the embedded demo model; ./demo holds no model" in result.stderr
+    defaulted = run("generate", "1234>", cwd=tmp_path)
+    assert defaulted.returncode == 0 and defaulted.stdout.strip() == "4321"
+
+
+def test_help_names_defaults_without_paths():
+    from cola_diffusers.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("generate", "serve"):
+        text = commands[name].format_help()
+        assert "(default: demo)" in text and "reverse_digits" not in text
+    assert "The port to listen on." in commands["serve"].format_help()

@@ -16,8 +16,9 @@
 
 import argparse
 import os
+import sys
 
-from ..demo import DEMO_MODEL_PATH, DEMO_MODELS
+from ..demo import DEMO_MODELS
 from ..generation.chat import CHAT_FORMATS
 from ..generation.inputs import DEFAULTS
 from ..loaders.layout import REPO_ID, is_official_layout
@@ -60,13 +61,23 @@ def task_list(value: str) -> list[str]:
     return tasks
 
 
+def holds_model(path: str) -> bool:
+    """Whether `path` is a folder with a pipeline in the diffusers format or in the official layout."""
+    return os.path.isfile(os.path.join(path, "model_index.json")) or is_official_layout(path)
+
+
 def existing_path_or_repo(value: str) -> str:
     """
     A local folder, a Hub repo id (`owner/name`) or an embedded demo model's name (`demo`, `demo-fast`); anything else
     is refused before loading.
     """
-    if not os.path.exists(value) and value in DEMO_MODELS:
-        return DEMO_MODELS[value]
+    if value in DEMO_MODELS:
+        if not os.path.exists(value):
+            return DEMO_MODELS[value]
+        if not holds_model(value):
+            # `eval run --output demo` makes a folder of that name: the name still means the demo model.
+            print(f"note: {value!r} is the embedded demo model; ./{value} holds no model.", file=sys.stderr)
+            return DEMO_MODELS[value]
     if os.path.isdir(value) or (REPO_ID.fullmatch(value) and not os.path.exists(value)):
         return value
     raise argparse.ArgumentTypeError(
@@ -112,10 +123,10 @@ def environment(name: str, default, kind=str):
 def add_model_arguments(parser: argparse.ArgumentParser, device: str = "CUDA where there is one, else the CPU"):
     parser.add_argument(
         "--model",
-        default=DEMO_MODEL_PATH,
+        default="demo",
         type=existing_path_or_repo,
         help="Checkpoint folder (either layout), Hub repo id, or `demo` / `demo-fast` (the embedded demo model and"
-        " its one-step student); default `demo`.",
+        " its one-step student).",
     )
     add_dtype_argument(parser)
     parser.add_argument("--device", help=f"Where the model runs; default {device}.")

@@ -62,8 +62,8 @@ def add_serve_parser(commands):
         help="The id clients pass as `model` (the official adapter's is cola-dlm); default $COLA_MODEL_NAME, else "
         "the folder name or repo id.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="The address to listen on; 0.0.0.0 for every one.")
+    parser.add_argument("--port", type=int, default=8000, help="The port to listen on.")
     parser.add_argument(
         "--api-key", default=environment("COLA_API_KEY", None), help="Require `Authorization: Bearer KEY`."
     )
@@ -118,7 +118,9 @@ def add_eval_run_parser(eval_commands):
     parser.add_argument("--data", help="Folder of <task>.jsonl records (not needed for reverse_digits).")
     parser.add_argument("--output", required=True, help="Folder for <task>.jsonl results.")
     parser.add_argument("--limit", type=positive_int, help="The first N records of every task.")
-    parser.add_argument("--batch-size", type=positive_int, default=20)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=20, help="Records per pipeline call; results do not depend on it."
+    )
     add_sampling_arguments(parser, gen_length=DEFAULTS.gen_length)
     parser.add_argument("--seed", type=int, default=66, help="The first noise seed (the official benchmark's).")
     parser.add_argument("--seeds", type=positive_int, default=1, help="Noise seeds, from --seed on.")
