@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from cola_diffusers.models.autoencoders.autoencoder_kl_cola_text import apply_half_rotary_emb
+from cola_diffusers.models.embeddings_cola import apply_rotary_emb
 
 
 class ListKVCache:
@@ -174,10 +174,10 @@ def vae_decode(vae, z, k_shape, q_shape, cache):
         query = attn.norm_q(query).unflatten(-1, (attn.heads, attn.head_dim))
         key = attn.norm_k(key).unflatten(-1, (attn.heads, attn.head_dim))
         value = value.unflatten(-1, (attn.heads, attn.head_dim))
-        q_cos, q_sin = rotary_embedder(q_pos)
-        k_cos, k_sin = rotary_embedder(k_pos)
-        query = apply_half_rotary_emb(query, q_cos[0], q_sin[0])
-        key = apply_half_rotary_emb(key, k_cos[0], k_sin[0])
+        q_cos, q_sin, partner = rotary_embedder(q_pos)
+        k_cos, k_sin, _ = rotary_embedder(k_pos)
+        query = apply_rotary_emb(query, (q_cos[0], q_sin[0], partner))
+        key = apply_rotary_emb(key, (k_cos[0], k_sin[0], partner))
         attn_output = attn.to_out(attend(query, key, value, mask))
         if block.post_norm:
             hidden = block.norm_attn(hidden) + attn_output

@@ -114,19 +114,25 @@ def test_transformer_cached_passes_match_reference(transformer, reference):
     assert relative_error(cond.flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
     assert relative_error(uncond.flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
 
-    # Both branches in one batched pass: the uncached rows attend to their own block only.
+    # Both branches in one pass over the same rows, as the sampler runs them: the block alone (positions from 0)
+    # writes its keys into scratch slots past the cache, the only keys its queries see.
+    slots = torch.arange(max_prefix + 2 * block)
+    cache = transformer.make_kv_cache(batch, max_prefix + 2 * block)
+    prefix_mask = block_causal_mask(positions[:, :max_prefix], positions, prefix_valid, block, slots[:max_prefix])
+    prefix_mask = torch.nn.functional.pad(prefix_mask, (0, block))
+    transformer(prefix, torch.zeros(batch), positions[:, :max_prefix], prefix_mask, cache, slots[:max_prefix])
     own_positions = torch.arange(block).expand(batch, -1)
+    own_mask = (slots >= max_prefix + block).expand(batch, 1, block, -1)
     both = transformer(
-        torch.cat([query, query]),
-        torch.cat([timestep, timestep]),
-        torch.cat([positions[:, max_prefix:], own_positions]),
-        cond_mask,
+        torch.cat([query, query], dim=1),
+        torch.cat([timestep, timestep], dim=1),
+        torch.cat([positions[:, max_prefix:], own_positions], dim=1),
+        torch.cat([torch.nn.functional.pad(cond_mask, (0, block)), own_mask], dim=2),
         cache,
-        block_slots,
-        num_uncached_rows=batch,
+        slots[max_prefix:],
     ).sample
-    assert relative_error(both[:batch].flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
-    assert relative_error(both[batch:].flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
+    assert relative_error(both[:, :block].flatten(0, 1), traces["dit_cached.cond"]) < TOLERANCE
+    assert relative_error(both[:, block:].flatten(0, 1), traces["dit_cached.uncond"]) < TOLERANCE
 
 
 def test_timestep_is_rounded_to_bfloat16(transformer):

@@ -29,6 +29,21 @@ def pipe():
     return make_tiny_pipeline(seed=3)
 
 
+def record_guided_passes(pipe, guided: list):
+    """
+    A forward hook (with kwargs) of the DiT that appends to `guided` whether a pass ran both guidance branches: the
+    block with its context, then the block alone at positions restarting from 0.
+    """
+    block_length = pipe.transformer.config.block_size
+
+    def record(module, args, kwargs, output):
+        position_ids = kwargs["position_ids"]
+        both = position_ids.shape[1] == 2 * block_length and bool((position_ids[:, block_length] == 0).all())
+        guided.append(both)
+
+    return record
+
+
 def generate(pipe, prompts=PROMPTS, **kwargs):
     arguments = {"gen_length": 10, "num_inference_steps": 3, "guidance_scale": 3.0, "eos_early_stop": False}
     return pipe(prompts, **{**arguments, **kwargs})
@@ -97,19 +112,17 @@ def test_generation_stops_once_every_prompt_has_stopped(pipe):
 
 
 def test_guidance_scale_one_runs_a_single_branch(pipe):
-    rows_per_call = []
-    handle = pipe.transformer.register_forward_hook(
-        lambda module, args, output: rows_per_call.append(args[0].shape[0])
-    )
+    guided_per_call = []
+    handle = pipe.transformer.register_forward_hook(record_guided_passes(pipe, guided_per_call), with_kwargs=True)
     try:
         generate(pipe, ["the river story."], guidance_scale=1.0)
-        single = list(rows_per_call)
-        rows_per_call.clear()
+        single = list(guided_per_call)
+        guided_per_call.clear()
         generate(pipe, ["the river story."], guidance_scale=3.0)
     finally:
         handle.remove()
-    assert max(single) == 1
-    assert 2 in rows_per_call
+    assert not any(single)
+    assert any(guided_per_call)
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
@@ -127,8 +140,8 @@ def test_a_committed_block_joins_the_next_pass_without_guidance(pipe, guidance_s
         # The first step of a block also writes the block before it into the cache: 8 latents in one pass.
         assert lengths == [8, 4, 4] + [8, 4] * (num_blocks - 1)
     else:
-        # A guided pass has an unguided branch without the cache: the commit is a pass of its own.
-        assert lengths == [8, 4, 4] + [4, 4, 4] * (num_blocks - 1)
+        # A guided pass carries the block twice (with its context, then alone): the commit is a pass of its own.
+        assert lengths == [8, 8, 8] + [4, 8, 8] * (num_blocks - 1)
 
 
 def test_callback_sees_the_block_and_can_edit_it(pipe):
@@ -175,21 +188,21 @@ def test_save_and_load_round_trip_generates_the_same(pipe, tmp_path):
     assert torch.equal(generate(pipe, latents=noise).sequences, generate(reloaded, latents=noise).sequences)
 
 
-def steps_per_block_and_branches(pipe, **kwargs) -> tuple[float, float, int]:
-    """Scheduler steps per block, guidance scale and the most DiT rows of one pass when `pipe` samples `PROMPTS`."""
-    steps, rows = [], []
+def steps_per_block_and_branches(pipe, **kwargs) -> tuple[float, float, bool]:
+    """Scheduler steps per block, guidance scale and whether a DiT pass ran both branches when `pipe` samples."""
+    steps, guided = [], []
 
     def count(pipeline, step, timestep, callback_kwargs):
         steps.append(step)
         return callback_kwargs
 
-    handle = pipe.transformer.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    handle = pipe.transformer.register_forward_hook(record_guided_passes(pipe, guided), with_kwargs=True)
     try:
         pipe(PROMPTS, gen_length=10, eos_early_stop=False, callback_on_step_end=count, **kwargs)
     finally:
         handle.remove()
     num_blocks = pipe.num_blocks(pipe.make_request(prompt=PROMPTS, gen_length=10))
-    return len(steps) / num_blocks, pipe.guidance_scale, max(rows)
+    return len(steps) / num_blocks, pipe.guidance_scale, any(guided)
 
 
 def test_a_saved_checkpoint_samples_with_its_own_defaults(pipe, tmp_path):
@@ -200,9 +213,9 @@ def test_a_saved_checkpoint_samples_with_its_own_defaults(pipe, tmp_path):
     student = ColaDLMPipeline.from_pretrained(tmp_path)
     student.set_progress_bar_config(disable=True)
     assert (student.config.default_num_inference_steps, student.config.default_guidance_scale) == (1, 1.0)
-    # One step per block and one branch (3 rows, no unconditional copy); explicit arguments win.
-    assert steps_per_block_and_branches(student) == (1, 1.0, 3)
-    assert steps_per_block_and_branches(student, num_inference_steps=3, guidance_scale=3.0) == (3, 3.0, 6)
+    # One step per block and one branch (no unguided copy of the block); explicit arguments win.
+    assert steps_per_block_and_branches(student) == (1, 1.0, False)
+    assert steps_per_block_and_branches(student, num_inference_steps=3, guidance_scale=3.0) == (3, 3.0, True)
     # A checkpoint that records no defaults samples with 16 steps and guidance 7.
     assert pipe.config.default_num_inference_steps is None
-    assert steps_per_block_and_branches(pipe) == (16, 7.0, 6)
+    assert steps_per_block_and_branches(pipe) == (16, 7.0, True)

@@ -52,6 +52,7 @@ class ColaKVCache:
         shape = (num_layers, batch_size, max_length, num_heads, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.layers = [ColaLayerCache(keys, values) for keys, values in zip(self.keys, self.values)]
 
     @property
     def batch_size(self) -> int:
@@ -60,10 +61,6 @@ class ColaKVCache:
     @property
     def max_length(self) -> int:
         return self.keys.shape[2]
-
-    def layer(self, layer_idx: int, cache_position: torch.LongTensor, num_uncached_rows: int = 0) -> "ColaLayerCache":
-        """The buffers of one layer for a pass that writes the slots `cache_position` (see [`ColaLayerCache`])."""
-        return ColaLayerCache(self.keys[layer_idx], self.values[layer_idx], cache_position, num_uncached_rows)
 
 
 def block_causal_mask(
@@ -101,18 +98,18 @@ def block_causal_mask(
 
 @dataclass
 class ColaLayerCache:
-    """
-    One attention layer's view of a [`ColaKVCache`] during a forward pass.
-
-    The first rows of the pass (as many as the cache has) write their keys/values into the slots `cache_position`
-    and attend over every slot; the last `num_uncached_rows` rows neither write nor read the cache and attend
-    bidirectionally among their own positions.
-    """
+    """One attention layer's keys and values in a [`ColaKVCache`], `(batch_size, max_length, num_heads, head_dim)`."""
 
     keys: torch.Tensor
     values: torch.Tensor
-    cache_position: torch.LongTensor
-    num_uncached_rows: int = 0
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """
+    A boolean attention mask as an additive one in `dtype` (0 where attending, `-inf` elsewhere): what attention
+    computes from a boolean mask on every call, done once for the passes that share the mask.
+    """
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def cached_attention(
@@ -121,24 +118,19 @@ def cached_attention(
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
     layer_cache: ColaLayerCache | None = None,
+    cache_position: torch.LongTensor | None = None,
     **dispatch_kwargs,
 ) -> torch.Tensor:
     """
     Attention of `(N, S, H, D)` queries through diffusers' attention dispatcher (`dispatch_kwargs`: `backend`,
-    `parallel_config`), over `key`/`value` or, with `layer_cache`, over the cache; returns `(N, S, H, D)`.
+    `parallel_config`), over `key`/`value` or, with `layer_cache`, over the cache after writing `key`/`value` into
+    its slots `cache_position`; returns `(N, S, H, D)`.
     """
-    if layer_cache is None:
-        return dispatch_attention_fn(query, key, value, attn_mask=attention_mask, **dispatch_kwargs)
-    num_cached = query.shape[0] - layer_cache.num_uncached_rows
-    layer_cache.keys.index_copy_(1, layer_cache.cache_position, key[:num_cached].to(layer_cache.keys.dtype))
-    layer_cache.values.index_copy_(1, layer_cache.cache_position, value[:num_cached].to(layer_cache.values.dtype))
-    hidden_states = dispatch_attention_fn(
-        query[:num_cached], layer_cache.keys, layer_cache.values, attn_mask=attention_mask, **dispatch_kwargs
-    )
-    if layer_cache.num_uncached_rows == 0:
-        return hidden_states
-    uncached = dispatch_attention_fn(query[num_cached:], key[num_cached:], value[num_cached:], **dispatch_kwargs)
-    return torch.cat([hidden_states, uncached])
+    if layer_cache is not None:
+        layer_cache.keys.index_copy_(1, cache_position, key.to(layer_cache.keys.dtype))
+        layer_cache.values.index_copy_(1, cache_position, value.to(layer_cache.values.dtype))
+        key, value = layer_cache.keys, layer_cache.values
+    return dispatch_attention_fn(query, key, value, attn_mask=attention_mask, **dispatch_kwargs)
 
 
 class ColaAttnProcessorMixin:
@@ -157,6 +149,7 @@ class ColaAttnProcessorMixin:
         value: torch.Tensor,
         attention_mask: torch.Tensor | None,
         layer_cache: ColaLayerCache | None,
+        cache_position: torch.LongTensor | None,
     ) -> torch.Tensor:
         return cached_attention(
             query,
@@ -164,6 +157,7 @@ class ColaAttnProcessorMixin:
             value,
             attention_mask,
             layer_cache,
+            cache_position,
             backend=self._attention_backend,
             parallel_config=self._parallel_config,
         )
@@ -174,17 +168,11 @@ def check_cache_inputs(
     kv_cache: ColaKVCache | None,
     attention_mask: torch.Tensor | None,
     cache_position: torch.LongTensor | None,
-    num_uncached_rows: int,
 ):
     """Raises a `ValueError` for cache arguments of a forward pass that do not fit together."""
     if kv_cache is None:
-        if num_uncached_rows:
-            raise ValueError("`num_uncached_rows` applies to a pass with `kv_cache`.")
         return
     if attention_mask is None or cache_position is None:
         raise ValueError("`attention_mask` and `cache_position` are required with `kv_cache`.")
-    if batch_size - num_uncached_rows != kv_cache.batch_size:
-        raise ValueError(
-            f"A batch of {batch_size} rows with `num_uncached_rows={num_uncached_rows}` leaves "
-            f"{batch_size - num_uncached_rows} rows for a cache of {kv_cache.batch_size}."
-        )
+    if batch_size != kv_cache.batch_size:
+        raise ValueError(f"A batch of {batch_size} rows does not fit a cache of {kv_cache.batch_size} rows.")

@@ -21,18 +21,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def apply_interleaved_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+def apply_rotary_emb(x: torch.Tensor, rotary_emb: tuple[torch.Tensor, torch.Tensor, torch.LongTensor]) -> torch.Tensor:
     """
-    Rotates the interleaved channel pairs `(0, 1), (2, 3), ...` of `x` by the complex RoPE table `freqs_cis` of
-    [`ColaRotaryEmbedding`]: each pair is a complex number `x_2i + i x_2i+1` multiplied by `e^{i θ}`, in fp32.
+    Rotates the channel pairs of `x` by RoPE tables `(cos, sin, partner)` in fp32: `x' = x cos + x[partner] sin`,
+    where `partner` names the other channel of each pair and `sin` carries the sign of its term (see
+    [`ColaRotaryEmbedding`] for interleaved pairs and [`ColaTextRotaryEmbedding`] for halves).
     """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs_cis).flatten(-2).to(x.dtype)
+    cos, sin, partner = rotary_emb
+    x_float = x.float()
+    return torch.addcmul(x_float * cos, x_float.index_select(-1, partner), sin).to(x.dtype)
 
 
 class ColaRotaryEmbedding(nn.Module):
     """
-    Complex RoPE table of interleaved pairs over the first `rope_dim` channels of a `head_dim`-channel head.
+    RoPE tables of interleaved pairs over the first `rope_dim` channels of a `head_dim`-channel head.
 
     The frequencies are a saved buffer because checkpoints carry them (possibly rounded to their storage dtype).
     They stay in fp32 when the model is cast: rounding them would move the angles of distant positions.
@@ -43,21 +45,28 @@ class ColaRotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         inv_freq = 1.0 / theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim)
         self.register_buffer("inv_freq", inv_freq)
+        # Pairs `(2i, 2i + 1)`: `x_2i' = x_2i cos - x_2i+1 sin`, `x_2i+1' = x_2i+1 cos + x_2i sin`.
+        self.register_buffer("sin_sign", torch.tensor([-1.0, 1.0]).repeat(head_dim // 2), persistent=False)
+        self.register_buffer("partner", torch.arange(head_dim) ^ 1, persistent=False)
 
     def _apply(self, fn, recurse=True):
-        inv_freq = self.inv_freq
+        inv_freq, sin_sign = self.inv_freq, self.sin_sign
         super()._apply(fn, recurse)
         self.inv_freq = inv_freq.to(device=self.inv_freq.device)
+        self.sin_sign = sin_sign.to(device=self.sin_sign.device)
         return self
 
-    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
         """
-        `position_ids (B, S)` → complex64 `e^{i θ}` of shape `(B, S, 1, head_dim // 2)`, one per channel pair;
-        pairs past `rope_dim` get `1` (no rotation).
+        `position_ids (B, S)` → the tables of [`apply_rotary_emb`]: fp32 `cos` and signed `sin` of shape `(B, S, 1,
+        head_dim)`, each angle repeated over its channel pair (channels past `rope_dim` get `cos = 1`, `sin = 0`: no
+        rotation), and every channel's partner.
         """
-        angles = position_ids.float()[..., None] * self.inv_freq
-        angles = F.pad(angles, (0, self.head_dim // 2 - angles.shape[-1]))
-        return torch.polar(torch.ones_like(angles), angles).unsqueeze(-2)
+        inv_freq = self.inv_freq.to(position_ids.device)
+        angles = position_ids.float()[..., None] * inv_freq
+        angles = F.pad(angles, (0, self.head_dim // 2 - angles.shape[-1])).repeat_interleave(2, dim=-1)
+        cos, sin = angles.cos().unsqueeze(-2), (angles.sin() * self.sin_sign.to(angles.device)).unsqueeze(-2)
+        return cos, sin, self.partner.to(position_ids.device)
 
 
 class ColaTimestepEmbedding(nn.Module):
@@ -80,23 +89,20 @@ class ColaTimestepEmbedding(nn.Module):
         return self.linear_3(hidden_states)
 
 
-def apply_half_rotary_emb(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE that rotates the two halves of every head against each other, computed in fp32."""
-    x_first, x_second = x.float().chunk(2, dim=-1)
-    rotated_half = torch.cat([-x_second, x_first], dim=-1)
-    return (x.float() * cos + rotated_half * sin).to(x.dtype)
-
-
 class ColaTextRotaryEmbedding(nn.Module):
-    """RoPE tables `(cos, sin)` of the half-rotation layout over the whole head."""
+    """RoPE tables of the half-rotation layout over the whole head: channel `i` pairs with `i + head_dim / 2`."""
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # `x_i' = x_i cos - x_i+h sin` in the first half, `x_i+h' = x_i+h cos + x_i sin` in the second.
+        half = head_dim // 2
+        self.register_buffer("sin_sign", torch.tensor([-1.0] * half + [1.0] * half), persistent=False)
+        self.register_buffer("partner", torch.arange(head_dim).roll(half), persistent=False)
 
-    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`position_ids (B, S)` → `cos, sin` of shape `(B, S, 1, head_dim)`, fp32."""
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.LongTensor]:
+        """`position_ids (B, S)` → the tables of [`apply_rotary_emb`], `cos` and signed `sin` `(B, S, 1, head_dim)`."""
         angles = position_ids.float()[..., None] * self.inv_freq
         angles = torch.cat([angles, angles], dim=-1).unsqueeze(-2)
-        return angles.cos(), angles.sin()
+        return angles.cos(), angles.sin() * self.sin_sign, self.partner

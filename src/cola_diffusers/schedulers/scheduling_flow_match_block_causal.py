@@ -96,6 +96,8 @@ class FlowMatchBlockCausalScheduler(FlowMatchEulerDiscreteScheduler):
 
         self.num_inference_steps = len(timesteps_with_end) - 1
         self._timesteps_with_end = timesteps_with_end.to(device)
+        # The step sizes `(t - t_next) / num_train_timesteps`, fp32, computed once for every step.
+        self._step_sizes = (self._timesteps_with_end[:-1] - self._timesteps_with_end[1:]) / num_train_timesteps
         self.timesteps = self._timesteps_with_end[:-1]
         self.sigmas = self._timesteps_with_end / num_train_timesteps
         self._step_index = None
@@ -138,8 +140,7 @@ class FlowMatchBlockCausalScheduler(FlowMatchEulerDiscreteScheduler):
         if self.step_index >= self.num_inference_steps:
             raise ValueError(f"All {self.num_inference_steps} steps of this block were taken; call `set_timesteps`.")
 
-        t, t_next = self._timesteps_with_end[self.step_index], self._timesteps_with_end[self.step_index + 1]
-        delta = ((t - t_next) / self.config.num_train_timesteps).to(torch.float32)
+        delta = self._step_sizes[self.step_index].to(torch.float32)
         prev_sample = (sample.to(torch.float32) - delta * model_output.to(torch.float32)).to(sample.dtype)
         self._step_index += 1
 

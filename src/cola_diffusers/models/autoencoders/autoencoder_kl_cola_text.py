@@ -23,7 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..attention_cola import ColaAttnProcessorMixin, ColaKVCache, ColaLayerCache, block_causal_mask, check_cache_inputs
-from ..embeddings_cola import ColaTextRotaryEmbedding, apply_half_rotary_emb
+from ..embeddings_cola import ColaTextRotaryEmbedding, apply_rotary_emb
 from .vae_cola import ColaTextDecoderOutput, ColaTextEncoderOutput, ColaTextLatentDistribution
 
 
@@ -38,17 +38,20 @@ class ColaTextAttnProcessor(ColaAttnProcessorMixin):
         attn: "ColaTextAttention",
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rotary_emb: tuple[torch.Tensor, ...] | None = None,
         layer_cache: ColaLayerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
+        # `hidden_states` is `(batch_size, sequence_length, dim)` or its tokens as rows, `(N, dim)`.
+        rows_shape, sequence_length = hidden_states.shape[:-1], rotary_emb[0].shape[1]
         query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        query = attn.norm_q(query).unflatten(-1, (attn.heads, attn.head_dim))
-        key = attn.norm_k(key).unflatten(-1, (attn.heads, attn.head_dim))
-        value = value.unflatten(-1, (attn.heads, attn.head_dim))
-        query = apply_half_rotary_emb(query, *rotary_emb)
-        key = apply_half_rotary_emb(key, *rotary_emb)
-        hidden_states = self.attend(query, key, value, attention_mask, layer_cache)
-        return attn.to_out(hidden_states.flatten(2, 3))
+        # Queries and keys rotate as one tensor: one RoPE application instead of two.
+        query_key = torch.stack([attn.norm_q(query), attn.norm_k(key)])
+        query_key = query_key.view(2, -1, sequence_length, attn.heads, attn.head_dim)
+        query, key = apply_rotary_emb(query_key, rotary_emb).unbind(0)
+        value = value.view(-1, sequence_length, attn.heads, attn.head_dim)
+        hidden_states = self.attend(query, key, value, attention_mask, layer_cache, cache_position)
+        return attn.to_out(hidden_states.reshape(*rows_shape, -1))
 
 
 class ColaTextAttention(nn.Module, AttentionModuleMixin):
@@ -81,10 +84,11 @@ class ColaTextAttention(nn.Module, AttentionModuleMixin):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rotary_emb: tuple[torch.Tensor, ...] | None = None,
         layer_cache: ColaLayerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        return self.processor(self, hidden_states, attention_mask, rotary_emb, layer_cache)
+        return self.processor(self, hidden_states, attention_mask, rotary_emb, layer_cache, cache_position)
 
 
 class ColaSwiGLU(nn.Module):
@@ -140,11 +144,12 @@ class ColaTextBlock(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary_emb: tuple[torch.Tensor, torch.Tensor],
+        rotary_emb: tuple[torch.Tensor, ...],
         attention_mask: torch.Tensor | None = None,
         layer_cache: ColaLayerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        attention_args = (attention_mask, rotary_emb, layer_cache)
+        attention_args = (attention_mask, rotary_emb, layer_cache, cache_position)
         if self.post_norm:
             hidden_states = self.norm_attn(hidden_states) + self.attn(hidden_states, *attention_args)
             return hidden_states + self.norm_ff(self.ff(hidden_states))
@@ -170,14 +175,17 @@ class ColaTextTransformer(nn.Module):
         cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         rotary_emb = self.rotary_embedder(position_ids)
+        # Tokens as the rows of a 2-D stream: one matmul per linear.
+        batch_size, sequence_length, _ = hidden_states.shape
+        hidden_states = hidden_states.flatten(0, 1)
         for layer_idx, block in enumerate(self.blocks):
-            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx, cache_position)
-            args = (hidden_states, rotary_emb, attention_mask, layer_cache)
+            layer_cache = None if kv_cache is None else kv_cache.layers[layer_idx]
+            args = (hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *args)
             else:
                 hidden_states = block(*args)
-        return hidden_states
+        return hidden_states.view(batch_size, sequence_length, -1)
 
 
 class AutoencoderKLColaText(ModelMixin, ConfigMixin):
@@ -365,7 +373,7 @@ class AutoencoderKLColaText(ModelMixin, ConfigMixin):
         batch_size, num_latents, _ = latents.shape
         if position_ids is None:
             position_ids = torch.arange(num_latents, device=latents.device).expand(batch_size, -1)
-        check_cache_inputs(batch_size, kv_cache, attention_mask, cache_position, num_uncached_rows=0)
+        check_cache_inputs(batch_size, kv_cache, attention_mask, cache_position)
         if attention_mask is None:
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)

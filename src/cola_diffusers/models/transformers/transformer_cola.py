@@ -25,7 +25,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
 from ..attention_cola import ColaAttnProcessorMixin, ColaKVCache, ColaLayerCache, block_causal_mask, check_cache_inputs
-from ..embeddings_cola import ColaRotaryEmbedding, ColaTimestepEmbedding, apply_interleaved_rotary_emb
+from ..embeddings_cola import ColaRotaryEmbedding, ColaTimestepEmbedding, apply_rotary_emb
 
 
 @dataclass
@@ -39,36 +39,21 @@ class ColaTransformer1DModelOutput(BaseOutput):
     sample: torch.Tensor
 
 
-@dataclass
-class ColaAdaLNTerms:
-    """
-    The AdaLN terms of some timesteps: per layer `(shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)`,
-    and `(shift, scale)` of the output norm. Every term has the timesteps' shape plus `hidden_size`.
-    """
-
-    layers: list[tuple[torch.Tensor, ...]]
-    output: tuple[torch.Tensor, torch.Tensor]
-
-    def take(self, index: torch.LongTensor) -> "ColaAdaLNTerms":
-        """The terms of the timesteps `index` (of any shape) along the first dimension, as new tensors."""
-        return ColaAdaLNTerms(
-            layers=[tuple(term[index] for term in terms) for terms in self.layers],
-            output=tuple(term[index] for term in self.output),
-        )
-
-
 class ColaModulationTable:
     """
     The AdaLN terms of a fixed set of timesteps (and of 0, the timestep of clean latents), computed in one batched
-    pass by the first forward that is given the table. Passes at these timesteps then skip the modulation linears, a
-    third of the DiT's weights. A table belongs to one request (a sampler that runs the same timesteps block after
-    block); a pass at another timestep raises.
+    pass by the first forward that is given the table. Passes at these timesteps then look their terms up instead of
+    running the timestep embedding and the modulation linears, a third of the DiT's weights. A table belongs to one
+    request (a sampler that runs the same timesteps block after block).
+
+    `terms` is `(num_timesteps, 6 * num_layers + 2, hidden_size)`: per layer `(shift_msa, 1 + scale_msa, gate_msa,
+    shift_mlp, 1 + scale_mlp, gate_mlp)`, then `(shift, 1 + scale)` of the output norm.
     """
 
     def __init__(self, timesteps: torch.Tensor):
         # The embedding sees timesteps rounded to bfloat16: equal roundings share their terms.
-        self.values = torch.cat([timesteps.flatten(), timesteps.new_zeros(1)]).to(torch.bfloat16).float().unique()
-        self.terms: ColaAdaLNTerms | None = None
+        self.values = torch.cat([timesteps.flatten(), timesteps.new_zeros(1)]).to(torch.bfloat16).unique()
+        self.terms: torch.Tensor | None = None
 
 
 class ColaDiTAttnProcessor(ColaAttnProcessorMixin):
@@ -82,14 +67,20 @@ class ColaDiTAttnProcessor(ColaAttnProcessorMixin):
         attn: "ColaDiTAttention",
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        rotary_emb: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, ...] | None = None,
         layer_cache: ColaLayerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        query, key, value = attn.to_qkv(hidden_states).unflatten(-1, (3, attn.heads, attn.head_dim)).unbind(2)
-        query = apply_interleaved_rotary_emb(attn.norm_q(query), rotary_emb)
-        key = apply_interleaved_rotary_emb(attn.norm_k(key), rotary_emb)
-        hidden_states = self.attend(query, key, value, attention_mask, layer_cache)
-        return attn.to_out(hidden_states.flatten(2, 3))
+        # `hidden_states` is `(batch_size, sequence_length, dim)` or its tokens as rows, `(N, dim)`.
+        rows_shape = hidden_states.shape[:-1]
+        sequence_length = rotary_emb[0].shape[1]
+        qkv = attn.to_qkv(hidden_states).view(-1, sequence_length, 3, attn.heads, attn.head_dim)
+        query, key, value = qkv.unbind(2)
+        # Queries and keys rotate as one tensor: one RoPE application instead of two.
+        query_key = torch.stack([attn.norm_q(query), attn.norm_k(key)])
+        query, key = apply_rotary_emb(query_key, rotary_emb).unbind(0)
+        hidden_states = self.attend(query, key, value, attention_mask, layer_cache, cache_position)
+        return attn.to_out(hidden_states.reshape(*rows_shape, -1))
 
 
 class ColaDiTAttention(nn.Module, AttentionModuleMixin):
@@ -112,10 +103,11 @@ class ColaDiTAttention(nn.Module, AttentionModuleMixin):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        rotary_emb: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, ...] | None = None,
         layer_cache: ColaLayerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        return self.processor(self, hidden_states, attention_mask, rotary_emb, layer_cache)
+        return self.processor(self, hidden_states, attention_mask, rotary_emb, layer_cache, cache_position)
 
 
 class ColaFeedForward(nn.Module):
@@ -135,7 +127,8 @@ class ColaTransformerBlock(nn.Module):
     DiT block: AdaLN-modulated attention and MLP, each followed by a gated residual.
 
     `shift, scale = Linear(SiLU(temb)).chunk(2)` modulates a non-affine LayerNorm as `norm(x) * (1 + scale) + shift`;
-    the gate is `Linear(SiLU(temb))`, applied as `x + gate * h`.
+    the gate is `Linear(SiLU(temb))`, applied as `x + gate * h`. The block takes these terms precomputed (see
+    [`ColaModulationTable`]), with `1 + scale` in place of `scale`.
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_ratio: float, qkv_bias: bool, eps: float):
@@ -149,28 +142,29 @@ class ColaTransformerBlock(nn.Module):
         self.ff = ColaFeedForward(dim, int(dim * mlp_ratio))
         self.ff_gate = nn.Linear(dim, dim)
 
-    def adaln_terms(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`(shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp)` of a timestep embedding."""
+    def adaln_terms(self, temb: torch.Tensor) -> list[torch.Tensor]:
+        """`[shift_msa, 1 + scale_msa, gate_msa, shift_mlp, 1 + scale_mlp, gate_mlp]` of a timestep embedding."""
         temb = F.silu(temb)
         shift_msa, scale_msa = self.norm1_modulation(temb).chunk(2, dim=-1)
         shift_mlp, scale_mlp = self.norm2_modulation(temb).chunk(2, dim=-1)
-        return shift_msa, scale_msa, self.attn_gate(temb), shift_mlp, scale_mlp, self.ff_gate(temb)
+        return [shift_msa, 1 + scale_msa, self.attn_gate(temb), shift_mlp, 1 + scale_mlp, self.ff_gate(temb)]
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         adaln_terms: tuple[torch.Tensor, ...],
-        rotary_emb: torch.Tensor,
+        rotary_emb: tuple[torch.Tensor, ...],
         attention_mask: torch.Tensor | None = None,
         layer_cache: ColaLayerCache | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln_terms
 
-        norm_hidden_states = torch.addcmul(shift_msa, self.norm1(hidden_states), 1 + scale_msa)
-        attn_output = self.attn(norm_hidden_states, attention_mask, rotary_emb, layer_cache)
+        norm_hidden_states = torch.addcmul(shift_msa, self.norm1(hidden_states), scale_msa)
+        attn_output = self.attn(norm_hidden_states, attention_mask, rotary_emb, layer_cache, cache_position)
         hidden_states = torch.addcmul(hidden_states, gate_msa, attn_output)
 
-        norm_hidden_states = torch.addcmul(shift_mlp, self.norm2(hidden_states), 1 + scale_mlp)
+        norm_hidden_states = torch.addcmul(shift_mlp, self.norm2(hidden_states), scale_mlp)
         ff_output = self.ff(norm_hidden_states)
         return torch.addcmul(hidden_states, gate_mlp, ff_output)
 
@@ -259,27 +253,31 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             device=self.device,
         )
 
-    def _adaln_terms(self, timestep: torch.Tensor) -> ColaAdaLNTerms:
-        """The AdaLN terms of `timestep` (any shape), rounded to bfloat16 before the embedding as in training."""
+    def _adaln_terms(self, timestep: torch.Tensor) -> torch.Tensor:
+        """
+        The AdaLN terms of `timestep` (any shape), stacked as in [`ColaModulationTable`]: `timestep.shape +
+        (6 * num_layers + 2, hidden_size)`. Timesteps are rounded to bfloat16 before the embedding, as in training.
+        """
         temb = self.timestep_embedder(timestep.to(torch.bfloat16))
         shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
-        return ColaAdaLNTerms(
-            layers=[block.adaln_terms(temb) for block in self.transformer_blocks], output=(shift, scale)
-        )
+        terms = [term for block in self.transformer_blocks for term in block.adaln_terms(temb)]
+        return torch.stack([*terms, shift, 1 + scale], dim=-2)
 
-    def _timestep_terms(self, timestep: torch.Tensor, modulation: ColaModulationTable | None) -> ColaAdaLNTerms:
-        """The AdaLN terms of `timestep`, from `modulation` where one is given."""
+    def _timestep_terms(self, timestep: torch.Tensor, modulation: ColaModulationTable | None) -> torch.Tensor:
+        """The stacked AdaLN terms of `timestep`, looked up in `modulation` where one is given."""
         if modulation is None:
             return self._adaln_terms(timestep)
         if modulation.terms is None:
             # Built inside a forward pass, where offloading hooks have put the weights on the execution device.
             modulation.values = modulation.values.to(timestep.device)
             modulation.terms = self._adaln_terms(modulation.values)
-        matches = timestep.to(torch.bfloat16).float()[..., None] == modulation.values
-        # Outside torch.compile a timestep missing from the table is refused rather than given another's terms.
-        if not torch.compiler.is_compiling() and not matches.any(-1).all():
-            raise ValueError("`timestep` holds a value that is not among the timesteps of `modulation`.")
-        return modulation.terms.take(matches.int().argmax(-1))
+        found, index = (timestep.to(torch.bfloat16)[..., None] == modulation.values).max(-1)
+        if not torch.compiler.is_compiling():
+            # Checked on the device: a timestep missing from the table fails without a host synchronisation.
+            torch._assert_async(
+                found.all(), "`timestep` holds a value that is not among the timesteps of `modulation`."
+            )
+        return modulation.terms[index]
 
     def forward(
         self,
@@ -289,8 +287,8 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         attention_mask: torch.Tensor | None = None,
         kv_cache: ColaKVCache | None = None,
         cache_position: torch.LongTensor | None = None,
-        num_uncached_rows: int = 0,
         modulation: ColaModulationTable | None = None,
+        rotary_emb: tuple[torch.Tensor, ...] | None = None,
         return_dict: bool = True,
     ) -> ColaTransformer1DModelOutput | tuple:
         """
@@ -305,20 +303,23 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 computed once per timestep, so the fewer the cheaper (see `modulation`).
             position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
                 RoPE positions; default `0, 1, ...`.
-            attention_mask (`torch.BoolTensor`, *optional*):
-                True where a query may attend to a key, see [`block_causal_mask`]. Without a cache the keys are the
-                positions of `hidden_states`, `(batch_size, 1, sequence_length, sequence_length)`; default:
-                block-causal attention from `position_ids`. With a cache the keys are all cache slots,
-                `(kv_cache.batch_size, 1, sequence_length, kv_cache.max_length)`.
+            attention_mask (`torch.Tensor`, *optional*):
+                Boolean, True where a query may attend to a key (see [`block_causal_mask`]), or additive in the
+                model's dtype (see [`additive_mask`], cheaper when one mask serves many passes). Without a cache the
+                keys are the positions of `hidden_states`, `(batch_size, 1, sequence_length, sequence_length)`;
+                default: block-causal attention from `position_ids`. With a cache the keys are all cache slots,
+                `(batch_size, 1, sequence_length, kv_cache.max_length)`.
             kv_cache ([`ColaKVCache`], *optional*):
                 Cache to write this pass's keys/values into and to attend over.
             cache_position (`torch.LongTensor` of shape `(sequence_length,)`, *optional*):
                 Cache slots written by this pass; required with `kv_cache`.
-            num_uncached_rows (`int`, defaults to 0):
-                With `kv_cache`, the last `num_uncached_rows` rows neither write nor read the cache: they attend
-                bidirectionally among their own positions. The other rows must be as many as the cache's.
             modulation ([`ColaModulationTable`], *optional*):
                 The AdaLN terms of the timesteps of this pass, computed once per request instead of once per pass.
+                A timestep missing from the table fails on the device (a `RuntimeError`, or a device-side assert on
+                CUDA), without synchronising with the host.
+            rotary_emb (`tuple[torch.Tensor, ...]`, *optional*):
+                The RoPE tables of `position_ids`, `transformer.rotary_embedder(position_ids)`, to compute them once
+                for every pass at the same positions; default computed from `position_ids`.
             return_dict (`bool`, defaults to `True`): Return a [`ColaTransformer1DModelOutput`] instead of a tuple.
 
         Returns:
@@ -337,28 +338,34 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
                 f"`timestep` must have shape (1,), ({batch_size},) or ({batch_size}, {sequence_length}), got "
                 f"{tuple(timestep.shape)}."
             )
-        check_cache_inputs(batch_size, kv_cache, attention_mask, cache_position, num_uncached_rows)
+        check_cache_inputs(batch_size, kv_cache, attention_mask, cache_position)
         if position_ids is None:
             position_ids = torch.arange(sequence_length, device=hidden_states.device).expand(batch_size, -1)
         if attention_mask is None:
             key_valid = torch.ones_like(position_ids, dtype=torch.bool)
             attention_mask = block_causal_mask(position_ids, position_ids, key_valid, self.config.block_size)
+        if rotary_emb is None:
+            rotary_emb = self.rotary_embedder(position_ids)
 
         adaln_terms = self._timestep_terms(timestep, modulation)
-        rotary_emb = self.rotary_embedder(position_ids)
+        # Tokens become the rows of a 2-D stream (one matmul per linear) unless each sample has its own terms.
+        if timestep.shape[1] == sequence_length or timestep.shape[0] == 1:
+            hidden_states, adaln_terms = hidden_states.flatten(0, 1), adaln_terms.flatten(0, 1)
+        adaln_terms = adaln_terms.unbind(-2)
         hidden_states = self.proj_in(hidden_states)
 
-        for layer_idx, (block, block_terms) in enumerate(zip(self.transformer_blocks, adaln_terms.layers)):
-            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx, cache_position, num_uncached_rows)
-            block_args = (hidden_states, block_terms, rotary_emb, attention_mask, layer_cache)
+        for layer_idx, block in enumerate(self.transformer_blocks):
+            block_terms = adaln_terms[6 * layer_idx : 6 * layer_idx + 6]
+            layer_cache = None if kv_cache is None else kv_cache.layers[layer_idx]
+            block_args = (hidden_states, block_terms, rotary_emb, attention_mask, layer_cache, cache_position)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *block_args)
             else:
                 hidden_states = block(*block_args)
 
-        shift, scale = adaln_terms.output
-        hidden_states = torch.addcmul(shift, self.norm_out(hidden_states), 1 + scale)
-        output = self.proj_out(hidden_states)
+        shift, scale = adaln_terms[-2:]
+        hidden_states = torch.addcmul(shift, self.norm_out(hidden_states), scale)
+        output = self.proj_out(hidden_states).view(batch_size, sequence_length, -1)
 
         if not return_dict:
             return (output,)

@@ -50,7 +50,8 @@ class GeneratedBlock:
         unconditional_position_ids (`torch.LongTensor`): Positions of the unconditional branch, from 0.
         attention_mask (`torch.BoolTensor`), decoder_attention_mask (`torch.BoolTensor`): The block's masks over
             the cache in the DiT and in the VAE decoder.
-        repainted (`torch.BoolTensor` of shape `(batch_size, block_length)`): Where prompt latents are repainted.
+        repainted (`torch.BoolTensor` of shape `(batch_size, block_length)`, *optional*): Where prompt latents are
+            repainted; None in a block without any.
         repaint_latents (`torch.Tensor` of shape `(batch_size, block_length, latent_dim)`): The repainted latents.
         guidance_scale (`float`): The request's guidance scale; 1 runs the conditional branch only.
         guidance (`torch.Tensor` or `float`): The scale of every prompt in this block.
@@ -64,19 +65,21 @@ class GeneratedBlock:
     unconditional_position_ids: torch.LongTensor
     attention_mask: torch.BoolTensor
     decoder_attention_mask: torch.BoolTensor
-    repainted: torch.BoolTensor
+    repainted: torch.BoolTensor | None
     repaint_latents: torch.Tensor
     guidance_scale: float
     guidance: torch.Tensor | float
 
     def repaint(self, latents: torch.Tensor) -> torch.Tensor:
         """`latents` of the block with the repainted prompt latents put back."""
+        if self.repainted is None:
+            return latents
         return torch.where(self.repainted[..., None], self.repaint_latents, latents)
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """The DiT timestep of a step at `t`: per position in the first block, whose repainted latents are clean."""
-        if self.index > 0:
-            return t.reshape(1)
+        """The DiT timestep of a step at `t`: per position where the block holds repainted latents, which are clean."""
+        if self.repainted is None:
+            return t.reshape(1, 1)
         return torch.where(self.repainted, torch.zeros_like(t), t)
 
 
@@ -187,6 +190,7 @@ class ColaDLMLayout:
         if first:
             guidance = torch.where(self.prefix_lengths > 0, guidance_scale, 1.0)[:, None, None]
         block_offsets = torch.arange(self.block_length, device=self.slots.device)
+        attention_mask = self.context_mask(start, end, self.block_length)
         return GeneratedBlock(
             index=index,
             latent_slice=slice(index * self.block_length, (index + 1) * self.block_length),
@@ -194,9 +198,13 @@ class ColaDLMLayout:
             cache_position=self.slots[start:end],
             position_ids=self.position_ids[:, start:end],
             unconditional_position_ids=block_offsets.expand(self.batch_size, -1),
-            attention_mask=self.context_mask(start, end, self.block_length),
-            decoder_attention_mask=self.context_mask(start, end, self.decoder_block_size),
-            repainted=self.repainted if first else torch.zeros_like(self.repainted),
+            attention_mask=attention_mask,
+            decoder_attention_mask=(
+                attention_mask
+                if self.decoder_block_size == self.block_length
+                else self.context_mask(start, end, self.decoder_block_size)
+            ),
+            repainted=self.repainted if first and max(self.num_trimmed_tokens) > 0 else None,
             repaint_latents=self.repaint_latents,
             guidance_scale=guidance_scale,
             guidance=guidance,

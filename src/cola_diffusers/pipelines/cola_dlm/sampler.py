@@ -15,13 +15,16 @@
 """The model passes of block-causal generation: prompt encoding, noise, timesteps and the per-request sampler."""
 
 import inspect
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers.guiders.guider_utils import BaseGuidance
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ...generation.request import GenerationRequest
+from ...models.attention_cola import additive_mask
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaModulationTable, ColaTransformer1DModel
 from .layout import ColaDLMLayout, GeneratedBlock
@@ -92,9 +95,26 @@ def retrieve_timesteps(scheduler: SchedulerMixin, request: GenerationRequest, de
             if name not in inspect.signature(scheduler.set_timesteps).parameters:
                 raise ValueError(f"The scheduler {scheduler.__class__.__name__} does not accept custom `{name}`.")
             scheduler.set_timesteps(**{name: list(value)}, device=device)
-            return scheduler.timesteps
-    scheduler.set_timesteps(request.num_inference_steps, device=device)
+            break
+    else:
+        scheduler.set_timesteps(request.num_inference_steps, device=device)
+    if hasattr(scheduler, "set_begin_index"):
+        # Every block starts at the first timestep: the scheduler need not search for it (a host synchronisation).
+        scheduler.set_begin_index(0)
     return scheduler.timesteps
+
+
+@dataclass
+class DiTPass:
+    """
+    The inputs of one kind of DiT pass over a block that do not change from step to step, computed once per block:
+    positions, their RoPE tables, the cache slots written and the additive attention mask.
+    """
+
+    position_ids: torch.LongTensor
+    rotary_emb: tuple[torch.Tensor, ...]
+    cache_position: torch.LongTensor
+    attention_mask: torch.Tensor
 
 
 class BlockSampler:
@@ -107,6 +127,11 @@ class BlockSampler:
     `decode_block`. A finished block becomes the context of the next ones when it is passed as `commit` to the first
     step of the next block: without an unguided branch, that step's DiT pass writes it into the cache while
     denoising the next block, so that a one-step sampler without guidance runs one DiT pass per block.
+
+    With guidance, both branches run in one DiT pass over the same rows: the block with its context, then the block
+    alone at positions `0, 1, ...`, whose keys go to `block_length` scratch slots past the request's cache that
+    only the unguided queries see. Everything a block's passes share (positions, RoPE tables, masks, cache slots) is
+    computed once per block.
 
     Args:
         transformer ([`ColaTransformer1DModel`]), vae ([`AutoencoderKLColaText`]), scheduler ([`SchedulerMixin`]):
@@ -132,9 +157,64 @@ class BlockSampler:
         self.layout = layout
         # Read once: `ModelMixin.dtype` walks the parameters, a cost per pass at batch 1.
         self.dtype = transformer.dtype
-        self.transformer_cache = transformer.make_kv_cache(layout.batch_size, layout.cache_length)
+        self.decoder_dtype = vae.decoder.proj_in.weight.dtype
+        self.transformer_cache = transformer.make_kv_cache(
+            layout.batch_size, layout.cache_length + layout.block_length
+        )
         self.vae_cache = vae.make_kv_cache(layout.batch_size, layout.cache_length)
         self.modulation = ColaModulationTable(timesteps)
+        self.passes: tuple[int, dict[str, DiTPass]] | None = None
+
+    def dit_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A mask over the request's cache as an additive mask over the DiT cache, scratch slots hidden."""
+        return additive_mask(F.pad(mask, (0, self.layout.block_length)), self.dtype)
+
+    def dit_pass(self, position_ids: torch.LongTensor, cache_position: torch.LongTensor, mask: torch.Tensor):
+        """The [`DiTPass`] at `position_ids` that writes `cache_position` with the additive attention `mask`."""
+        rotary_emb = self.transformer.rotary_embedder(position_ids)
+        return DiTPass(position_ids, rotary_emb, cache_position, mask)
+
+    def block_pass(self, block: GeneratedBlock, kind: str) -> DiTPass:
+        """
+        The block's DiT pass of `kind`, computed at its first step: `"conditional"` (the block with its context),
+        `"guided"` (then the block alone, over the scratch slots) or `"commit"` (the previous block at t = 0, then
+        this block, each attending block-causally).
+        """
+        if self.passes is None or self.passes[0] != block.index:
+            self.passes = (block.index, {})
+        passes = self.passes[1]
+        if kind not in passes:
+            passes[kind] = self.make_block_pass(block, kind)
+        return passes[kind]
+
+    def make_block_pass(self, block: GeneratedBlock, kind: str) -> DiTPass:
+        layout, length = self.layout, self.layout.block_length
+        if kind == "conditional":
+            return self.dit_pass(block.position_ids, block.cache_position, self.dit_mask(block.attention_mask))
+        if kind == "guided":
+            scratch = block.cache_position + (layout.cache_length - block.cache_position[0])
+            alone_mask = F.pad(torch.zeros_like(block.attention_mask), (0, length), value=True)
+            return self.dit_pass(
+                torch.cat([block.position_ids, block.unconditional_position_ids], dim=1),
+                torch.cat([block.cache_position, scratch]),
+                torch.cat([self.dit_mask(block.attention_mask), additive_mask(alone_mask, self.dtype)], dim=2),
+            )
+        start, end = layout.max_prefix + (block.index - 1) * length, layout.max_prefix + (block.index + 1) * length
+        mask = self.dit_mask(layout.context_mask(start, end, length))
+        return self.dit_pass(layout.position_ids[:, start:end], layout.slots[start:end], mask)
+
+    def run_transformer(self, latents: torch.Tensor, timestep: torch.Tensor, dit_pass: DiTPass) -> torch.Tensor:
+        """One DiT pass of `latents` at `timestep` with the inputs of `dit_pass`; returns the fp32 velocity."""
+        return self.transformer(
+            latents.to(self.dtype),
+            timestep,
+            position_ids=dit_pass.position_ids,
+            attention_mask=dit_pass.attention_mask,
+            kv_cache=self.transformer_cache,
+            cache_position=dit_pass.cache_position,
+            modulation=self.modulation,
+            rotary_emb=dit_pass.rotary_emb,
+        ).sample.float()
 
     def prefill(self, prompt_latents: torch.Tensor):
         """Writes the clean prefixes (t = 0) into both caches."""
@@ -142,21 +222,22 @@ class BlockSampler:
         if layout.max_prefix == 0:
             return
         prefix = layout.prefix(prompt_latents)
-        position_ids = layout.position_ids[:, : layout.max_prefix]
+        position_ids, slots = layout.position_ids[:, : layout.max_prefix], layout.slots[: layout.max_prefix]
+        mask = layout.context_mask(0, layout.max_prefix, layout.block_length)
         self.transformer(
             prefix.to(self.dtype),
             torch.zeros(1, device=prefix.device),
             position_ids=position_ids,
-            attention_mask=layout.context_mask(0, layout.max_prefix, layout.block_length),
+            attention_mask=self.dit_mask(mask),
             kv_cache=self.transformer_cache,
-            cache_position=layout.slots[: layout.max_prefix],
+            cache_position=slots,
         )
         self.vae.decode(
             prefix,
             position_ids=position_ids,
             attention_mask=layout.context_mask(0, layout.max_prefix, layout.decoder_block_size),
             kv_cache=self.vae_cache,
-            cache_position=layout.slots[: layout.max_prefix],
+            cache_position=slots,
         )
 
     def velocity(
@@ -170,42 +251,26 @@ class BlockSampler:
     ) -> tuple[torch.Tensor, ...]:
         """
         The DiT's velocity of the block's `latents` at `t`, with its cached context; with `unconditional`, also of
-        the block alone (positions from 0, no cache) in the same pass. With `commit`, first writes that finished
+        the block alone (positions from 0, no context) in the same pass. With `commit`, first writes that finished
         block into the cache: in this pass, or in one of its own when there is an unguided branch. Returns the
         predictions, conditional first.
         """
         if commit is not None and unconditional:
             self.write_block(*commit)
-        model_input, position_ids, timestep = latents.to(self.dtype), block.position_ids, block.timestep(t)
-        attention_mask, cache_position = block.attention_mask, block.cache_position
+        timestep = block.timestep(t)
         if unconditional:
-            model_input = torch.cat([model_input] * 2)
-            position_ids = torch.cat([position_ids, block.unconditional_position_ids])
-            timestep = torch.cat([timestep] * 2) if timestep.ndim == 2 else timestep
-        elif commit is not None:
-            # The finished block at t = 0 and this block in one pass, each attending block-causally.
-            committed, committed_latents = commit
-            model_input = torch.cat([committed_latents.to(self.dtype), model_input], dim=1)
-            position_ids = torch.cat([committed.position_ids, position_ids], dim=1)
-            timestep = torch.cat([torch.zeros_like(committed.position_ids), timestep.expand_as(block.position_ids)], 1)
-            start, end = int(committed.cache_position[0]), int(block.cache_position[-1]) + 1
-            attention_mask = self.layout.context_mask(start, end, self.layout.block_length)
-            cache_position = torch.cat([committed.cache_position, cache_position])
-        velocity = (
-            self.transformer(
-                model_input,
-                timestep,
-                position_ids=position_ids,
-                attention_mask=attention_mask,
-                kv_cache=self.transformer_cache,
-                cache_position=cache_position,
-                num_uncached_rows=latents.shape[0] if unconditional else 0,
-                modulation=self.modulation,
+            timestep = torch.cat([timestep] * 2, dim=1) if timestep.shape[1] > 1 else timestep
+            velocity = self.run_transformer(
+                torch.cat([latents] * 2, dim=1), timestep, self.block_pass(block, "guided")
             )
-            .sample[:, -latents.shape[1] :]
-            .float()
-        )
-        return velocity.chunk(2) if unconditional else (velocity,)
+            return velocity.chunk(2, dim=1)
+        if commit is not None:
+            committed_latents = commit[1]
+            timestep = torch.cat([torch.zeros_like(block.position_ids), timestep.expand_as(block.position_ids)], 1)
+            inputs = torch.cat([committed_latents, latents], dim=1)
+            velocity = self.run_transformer(inputs, timestep, self.block_pass(block, "commit"))
+            return (velocity[:, latents.shape[1] :],)
+        return (self.run_transformer(latents, timestep, self.block_pass(block, "conditional")),)
 
     def guided_velocity(
         self,
@@ -225,7 +290,8 @@ class BlockSampler:
             if block.guidance_scale == 1.0:
                 return self.velocity(block, latents, t, unconditional=False, commit=commit)[0]
             velocity_cond, velocity_uncond = self.velocity(block, latents, t, unconditional=True, commit=commit)
-            return velocity_uncond + block.guidance * (velocity_cond - velocity_uncond)
+            # `uncond + guidance * (cond - uncond)` in one operation.
+            return torch.lerp(velocity_uncond, velocity_cond, block.guidance)
 
         self.guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
         guider_batches = self.guider.prepare_inputs({})
@@ -266,19 +332,12 @@ class BlockSampler:
         return self.vae.decode(
             latents,
             position_ids=block.position_ids,
-            attention_mask=block.decoder_attention_mask,
+            attention_mask=additive_mask(block.decoder_attention_mask, self.decoder_dtype),
             kv_cache=self.vae_cache,
             cache_position=block.cache_position,
         ).logits
 
     def write_block(self, block: GeneratedBlock, latents: torch.Tensor):
         """Writes a finished block's clean latents (t = 0) into the DiT cache in a pass of their own."""
-        self.transformer(
-            latents.to(self.dtype),
-            torch.zeros(1, device=latents.device),
-            position_ids=block.position_ids,
-            attention_mask=block.attention_mask,
-            kv_cache=self.transformer_cache,
-            cache_position=block.cache_position,
-            modulation=self.modulation,
-        )
+        dit_pass = self.dit_pass(block.position_ids, block.cache_position, self.dit_mask(block.attention_mask))
+        self.run_transformer(latents, latents.new_zeros(1), dit_pass)
