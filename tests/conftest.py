@@ -104,6 +104,24 @@ def fixture_pipeline():
     return pipe
 
 
+# The `mid` model of `benchmarks/bench_generate.py`: DiT 4 layers x 256 (4 heads of 64), VAE 2+2 layers x 256.
+MID_TRANSFORMER = {"in_channels": 16, "num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 64}
+MID_VAE = {"latent_dim": 16, "hidden_size": 256, "num_attention_heads": 4, "ffn_dim": 1024, "encoder_num_blocks": 2}
+
+
+def make_mid_pipeline(seed: int = 0) -> ColaDLMPipeline:
+    """The `mid` benchmark model, randomly initialised, with blocks of 16 latents."""
+    transformer_kwargs = {**MID_TRANSFORMER, "rope_dim": 48, "block_size": 16}
+    return make_tiny_pipeline(seed, transformer_kwargs, {**MID_VAE, "block_size": 16})
+
+
+def prompt_of(pipe: ColaDLMPipeline, num_tokens: int, offset: int = 0) -> list[int]:
+    """The token ids of a prompt of exactly `num_tokens` tokens, different for every `offset`."""
+    words = "the river runs past the old mill and the children play by the water in the late summer light".split()
+    text = " ".join(words[(offset + index) % len(words)] for index in range(num_tokens))
+    return pipe.tokenizer(text)["input_ids"][:num_tokens]
+
+
 def make_tiny_pipeline(seed: int = 0, transformer_kwargs: dict | None = None, vae_kwargs: dict | None = None):
     """A randomly initialised pipeline on the fixture's 384-entry tokenizer."""
     torch.manual_seed(seed)

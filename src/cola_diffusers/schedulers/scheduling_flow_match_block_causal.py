@@ -95,9 +95,11 @@ class FlowMatchBlockCausalScheduler(FlowMatchEulerDiscreteScheduler):
                 timesteps_with_end = shift * sigma / (1 + (shift - 1) * sigma) * num_train_timesteps
 
         self.num_inference_steps = len(timesteps_with_end) - 1
+        # The step sizes `(t - t_next) / num_train_timesteps` in fp32, read on the host before the schedule moves to
+        # `device`: a step then multiplies by a number, without indexing a tensor or synchronising.
+        timesteps_with_end = timesteps_with_end.to(torch.float32)
+        self._step_sizes = ((timesteps_with_end[:-1] - timesteps_with_end[1:]) / num_train_timesteps).tolist()
         self._timesteps_with_end = timesteps_with_end.to(device)
-        # The step sizes `(t - t_next) / num_train_timesteps`, fp32, computed once for every step.
-        self._step_sizes = (self._timesteps_with_end[:-1] - self._timesteps_with_end[1:]) / num_train_timesteps
         self.timesteps = self._timesteps_with_end[:-1]
         self.sigmas = self._timesteps_with_end / num_train_timesteps
         self._step_index = None
@@ -140,7 +142,7 @@ class FlowMatchBlockCausalScheduler(FlowMatchEulerDiscreteScheduler):
         if self.step_index >= self.num_inference_steps:
             raise ValueError(f"All {self.num_inference_steps} steps of this block were taken; call `set_timesteps`.")
 
-        delta = self._step_sizes[self.step_index].to(torch.float32)
+        delta = self._step_sizes[self.step_index]
         prev_sample = (sample.to(torch.float32) - delta * model_output.to(torch.float32)).to(sample.dtype)
         self._step_index += 1
 

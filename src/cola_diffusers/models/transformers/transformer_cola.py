@@ -274,9 +274,8 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         found, index = (timestep.to(torch.bfloat16)[..., None] == modulation.values).max(-1)
         if not torch.compiler.is_compiling():
             # Checked on the device: a timestep missing from the table fails without a host synchronisation.
-            torch._assert_async(
-                found.all(), "`timestep` holds a value that is not among the timesteps of `modulation`."
-            )
+            found = found if found.numel() == 1 else found.all()
+            torch._assert_async(found, "`timestep` holds a value that is not among the timesteps of `modulation`.")
         return modulation.terms[index]
 
     def forward(
