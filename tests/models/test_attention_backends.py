@@ -14,9 +14,19 @@
 
 """diffusers' `set_attention_backend` reaches the processors of both models, and a backend change keeps outputs."""
 
+import pytest
 import torch
+from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
 from ..conftest import PROMPTS, make_tiny_pipeline
+
+
+@pytest.fixture(autouse=True)
+def restore_the_active_backend():
+    """`set_attention_backend` also makes its backend diffusers' process-wide default: put the default back."""
+    backend, _ = _AttentionBackendRegistry.get_active_backend()
+    yield
+    _AttentionBackendRegistry.set_active_backend(backend)
 
 
 def test_set_attention_backend_reaches_every_processor_and_keeps_the_output():

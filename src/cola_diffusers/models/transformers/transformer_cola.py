@@ -263,14 +263,21 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         terms = [term for block in self.transformer_blocks for term in block.adaln_terms(temb)]
         return torch.stack([*terms, shift, 1 + scale], dim=-2)
 
+    @torch.compiler.disable
+    def _build_modulation(self, modulation: ColaModulationTable, device: torch.device):
+        """
+        Computes the terms of a table: inside a forward pass, where offloading hooks have put the weights on the
+        execution device, and outside `torch.compile`, which then traces only lookups.
+        """
+        modulation.values = modulation.values.to(device)
+        modulation.terms = self._adaln_terms(modulation.values)
+
     def _timestep_terms(self, timestep: torch.Tensor, modulation: ColaModulationTable | None) -> torch.Tensor:
         """The stacked AdaLN terms of `timestep`, looked up in `modulation` where one is given."""
         if modulation is None:
             return self._adaln_terms(timestep)
         if modulation.terms is None:
-            # Built inside a forward pass, where offloading hooks have put the weights on the execution device.
-            modulation.values = modulation.values.to(timestep.device)
-            modulation.terms = self._adaln_terms(modulation.values)
+            self._build_modulation(modulation, timestep.device)
         found, index = (timestep.to(torch.bfloat16)[..., None] == modulation.values).max(-1)
         if not torch.compiler.is_compiling():
             # Checked on the device: a timestep missing from the table fails without a host synchronisation.

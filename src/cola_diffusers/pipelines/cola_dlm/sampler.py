@@ -224,14 +224,7 @@ class BlockSampler:
         prefix = layout.prefix(prompt_latents)
         position_ids, slots = layout.position_ids[:, : layout.max_prefix], layout.slots[: layout.max_prefix]
         mask = layout.context_mask(0, layout.max_prefix, layout.block_length)
-        self.transformer(
-            prefix.to(self.dtype),
-            torch.zeros(1, device=prefix.device),
-            position_ids=position_ids,
-            attention_mask=self.dit_mask(mask),
-            kv_cache=self.transformer_cache,
-            cache_position=slots,
-        )
+        self.run_transformer(prefix, prefix.new_zeros(1, 1), self.dit_pass(position_ids, slots, self.dit_mask(mask)))
         self.vae.decode(
             prefix,
             position_ids=position_ids,
@@ -340,4 +333,4 @@ class BlockSampler:
     def write_block(self, block: GeneratedBlock, latents: torch.Tensor):
         """Writes a finished block's clean latents (t = 0) into the DiT cache in a pass of their own."""
         dit_pass = self.dit_pass(block.position_ids, block.cache_position, self.dit_mask(block.attention_mask))
-        self.run_transformer(latents, latents.new_zeros(1), dit_pass)
+        self.run_transformer(latents, latents.new_zeros(1, 1), dit_pass)
