@@ -22,7 +22,6 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 
 from cola_diffusers.serving import create_app
 from cola_diffusers.serving.connections import HeaderDeadlineH11Protocol
@@ -43,25 +42,8 @@ def gate_app():
 @pytest.fixture(scope="module")
 def gate_url(gate_app):
     """The app as `cola-diffusers serve` runs it: its h11 protocol and keep-alive timeout."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        gate_app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        http=HeaderDeadlineH11Protocol,
-        timeout_keep_alive=KEEP_ALIVE,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(gate_app, http=HeaderDeadlineH11Protocol, timeout_keep_alive=KEEP_ALIVE) as url:
+        yield url
 
 
 @pytest.fixture
@@ -226,3 +208,22 @@ def test_one_log_line_per_request(http, caplog):
     lines = [record.getMessage() for record in caplog.records if record.name == "cola_diffusers.serving"]
     assert len(lines) == 2
     assert '"POST /v1/completions" 200 5 tokens' in lines[0] and '"GET /health" 200 ' in lines[1]
+
+
+def test_a_request_without_seed_repeats_its_answer(http):
+    body = {"model": MODEL, "prompt": ["1234>", "987>"], "n": 2, "temperature": 1.0, "max_tokens": 8}
+    answers = [http.post("/v1/completions", json=body).json()["choices"] for _ in range(2)]
+    seeded = http.post("/v1/completions", json={**body, "seed": 0}).json()["choices"]
+    assert answers[0] == answers[1] == seeded
+
+
+def test_the_token_limits_follow_the_context():
+    with serve(create_app(demo_pipeline(), MODEL, max_model_len=32)) as url:
+        default = httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "1"}, timeout=60)
+        body = {"model": MODEL, "prompt": "1>", "max_tokens": 40}
+        too_many = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+        schema = httpx.get(f"{url}/openapi.json").json()["components"]["schemas"]["CompletionRequest"]
+    # The default max_tokens and its limit leave room for a one-token prompt.
+    assert default.status_code == 200, default.text
+    assert too_many.status_code == 400 and "below the context of 32 tokens" in too_many.json()["error"]["message"]
+    assert schema["properties"]["max_tokens"]["anyOf"][0]["maximum"] == 31

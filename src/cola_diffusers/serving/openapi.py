@@ -47,7 +47,10 @@ def error_responses(*statuses: int, stream: bool = False) -> dict:
     }
     responses = {status: {"model": ErrorResponse, "description": reasons[status]} for status in statuses}
     if stream:
-        responses[200] = {"content": {"text/event-stream": {}}, "description": "The answer, or with `stream` its events"}
+        responses[200] = {
+            "content": {"text/event-stream": {}},
+            "description": "The answer, or with `stream` its events",
+        }
     return responses
 
 

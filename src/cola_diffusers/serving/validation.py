@@ -63,12 +63,12 @@ def check_rows(body: CompletionRequest | ChatCompletionRequest, num_prompts: int
 def checked_max_tokens(max_tokens: int | None, config: ServingConfig) -> int:
     """The request's `max_tokens` (else the default), refused above the limit or without room for a prompt."""
     max_tokens = config.default_max_tokens if max_tokens is None else max_tokens
-    if max_tokens > config.max_tokens_limit:
-        message = f"`max_tokens` must be at most {config.max_tokens_limit}, got {max_tokens}."
-        raise OpenAIError(400, message, param="max_tokens")
     if max_tokens >= config.max_model_len:
         message = f"`max_tokens` must be below the context of {config.max_model_len} tokens, got {max_tokens}."
         raise OpenAIError(400, message, param="max_tokens", code="context_length_exceeded")
+    if max_tokens > config.max_tokens_limit:
+        message = f"`max_tokens` must be at most {config.max_tokens_limit} (the server's limit), got {max_tokens}."
+        raise OpenAIError(400, message, param="max_tokens")
     return max_tokens
 
 
