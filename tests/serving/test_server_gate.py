@@ -202,10 +202,17 @@ def test_a_full_queue_says_when_to_retry():
 
 
 def test_one_log_line_per_request(http, caplog):
+    def lines():
+        return [record.getMessage() for record in caplog.records if record.name == "cola_diffusers.serving"]
+
     with caplog.at_level(logging.INFO, logger="cola_diffusers.serving"):
         http.post("/v1/completions", json={"model": MODEL, "prompt": "1234>", "seed": 0})
         http.get("/health")
-    lines = [record.getMessage() for record in caplog.records if record.name == "cola_diffusers.serving"]
+        # A line is written once the answer has been sent, so it may follow the client's return.
+        deadline = time.monotonic() + 5
+        while len(lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = lines()
     assert len(lines) == 2
     assert '"POST /v1/completions" 200 5 tokens' in lines[0] and '"GET /health" 200 ' in lines[1]
 
