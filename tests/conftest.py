@@ -15,6 +15,7 @@
 import json
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,15 @@ REFERENCE_DIRS = {"cola_reference": FIXTURE_DIR, "cola_reference_variants": VARI
 
 # A batch with a long prompt, a one-token prompt and one in between (models, pipelines, modular).
 PROMPTS = ["Question: What is the capital of France? Answer:", "the", "the river story."]
+
+# The official adapter's README example, verbatim.
+ADAPTER_EXAMPLE = {
+    "model": "cola-dlm",
+    "messages": [{"role": "user", "content": "Question: What is the capital of France? Answer:"}],
+    "temperature": 0,
+    "max_tokens": 32,
+    "stream": False,
+}
 
 # Two gloo processes on the CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU=1.
 CPU_LAUNCH = [
@@ -200,3 +210,18 @@ def tokenized(monkeypatch):
 
     monkeypatch.setattr(PreTrainedTokenizerBase, "__call__", counting)
     return counts
+
+
+def wait_until_serving(process, url: str, seconds: float = 120):
+    """Waits until the server `process` answers `GET {url}/health`; fails with its stderr if it exits first."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, process.stderr.read()
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.2)

@@ -29,7 +29,14 @@ from safetensors.torch import load_file
 
 from cola_diffusers.cli import main
 
-from .conftest import FIXTURE_DIR, make_chat_pipeline, make_tiny_pipeline, save_distilled_checkpoint
+from .conftest import (
+    ADAPTER_EXAMPLE,
+    FIXTURE_DIR,
+    make_chat_pipeline,
+    make_tiny_pipeline,
+    save_distilled_checkpoint,
+    wait_until_serving,
+)
 
 
 COMMAND = [sys.executable, "-m", "cola_diffusers.cli"]
@@ -194,26 +201,10 @@ def test_serve_answers_the_official_adapter_example():
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
-        # The official adapter's README example, verbatim.
-        body = {
-            "model": "cola-dlm",
-            "messages": [{"role": "user", "content": "Question: What is the capital of France? Answer:"}],
-            "temperature": 0,
-            "max_tokens": 32,
-            "stream": False,
-        }
+        wait_until_serving(server, f"http://127.0.0.1:{port}")
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
-            json=body,
+            json=ADAPTER_EXAMPLE,
             timeout=120,
             headers={"Authorization": "Bearer change-me"},
         )

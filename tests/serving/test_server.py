@@ -41,12 +41,15 @@ CHAT_MODEL = "cola-chat"
 
 
 @contextlib.contextmanager
-def serve(app):
-    """Runs `app` with uvicorn on a free loopback port in a background thread; yields its base URL."""
+def serve(app, **config):
+    """
+    Runs `app` with uvicorn (and its `config` settings) on a free loopback port in a background thread; yields its
+    base URL.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

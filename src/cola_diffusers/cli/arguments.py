@@ -15,12 +15,13 @@
 """Argument types that refuse bad values while parsing, and the arguments several commands share."""
 
 import argparse
+import math
 import os
 import sys
 
 from ..demo import DEMO_MODELS
 from ..generation.chat import CHAT_FORMATS
-from ..generation.inputs import DEFAULTS
+from ..generation.inputs import DEFAULTS, MAX_SEED
 from ..loaders.layout import REPO_ID, is_official_layout
 from ..schedulers import SCHEDULERS
 
@@ -112,6 +113,22 @@ def probability(value: str) -> float:
     if not 0 < number <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return number
+
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not (0 < number < math.inf):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {value}")
+    return number
+
+
+def seed_or_random(value: str) -> int | None:
+    """A seed from 0 to `MAX_SEED`, or None for `random`."""
+    if value == "random":
+        return None
+    if not value.isdigit() or int(value) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, or random, got {value}")
+    return int(value)
 
 
 def environment(name: str, default, kind=str):

@@ -131,12 +131,9 @@ def serve(args):
                 f"Cannot listen on {args.host}:{args.port} ({error.strerror}); pick another --port."
             ) from None
 
-    import uvicorn
-
-    from ..serving import create_app
+    from ..serving import create_app, serve_app
 
     pipe = load_pipeline(args)
-    pipe.set_progress_bar_config(disable=True)
     model_name = args.served_model_name or args.model
     if args.served_model_name is None and os.path.isdir(args.model):
         model_name = os.path.basename(os.path.normpath(args.model))
@@ -148,11 +145,22 @@ def serve(args):
         default_max_tokens=args.default_max_tokens,
         max_queue=args.max_queue,
         max_batch_size=args.max_batch_size,
+        max_rows_per_request=args.max_rows_per_request,
         max_model_len=args.max_model_len,
         max_request_bytes=args.max_request_bytes,
+        body_timeout=args.body_timeout,
         chat_format=args.chat_format,
+        seed=args.seed,
+        allowed_origins=args.allowed_origins,
+        enable_docs=not args.disable_fastapi_docs,
     )
-    uvicorn.run(app, host=args.host, port=args.port)
+    serve_app(
+        app,
+        args.host,
+        args.port,
+        timeout_keep_alive=args.timeout_keep_alive,
+        limit_concurrency=args.limit_concurrency,
+    )
 
 
 def convert(args):

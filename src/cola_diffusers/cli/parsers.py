@@ -24,8 +24,10 @@ from .arguments import (
     add_sampling_arguments,
     environment,
     official_checkpoint,
+    positive_float,
     positive_int,
     probability,
+    seed_or_random,
     task_list,
 )
 from .commands import convert, eval_run, eval_score, generate, serve, train
@@ -69,21 +71,55 @@ def add_serve_parser(commands):
     )
     add_context_arguments(parser, chat="of chat requests", new_tokens="max_tokens")
     parser.add_argument(
+        "--seed",
+        type=seed_or_random,
+        default=0,
+        help="The seed of requests that set none, so that they repeat (choice i uses seed + i); `random` for a "
+        "random one per request.",
+    )
+    parser.add_argument(
+        "--allowed-origins", nargs="+", help='Origins whose browsers may call the API (CORS); "*" for any.'
+    )
+    parser.add_argument("--disable-fastapi-docs", action="store_true", help="Serve no /docs, /redoc or /openapi.json.")
+    add_serve_limit_arguments(parser)
+    parser.set_defaults(func=serve)
+
+
+def add_serve_limit_arguments(parser):
+    """The limits of `serve`: request sizes, the queue and batches, and the time a client may take."""
+    parser.add_argument(
         "--max-tokens-limit",
         type=positive_int,
-        default=environment("COLA_MAX_NEW_TOKENS_LIMIT", 512, int),
-        help="The largest max_tokens a request may ask for.",
+        default=environment("COLA_MAX_NEW_TOKENS_LIMIT", None, int),
+        help="The largest max_tokens a request may ask for; default $COLA_MAX_NEW_TOKENS_LIMIT, else the context "
+        "(--max-model-len) less one.",
     )
     parser.add_argument(
         "--default-max-tokens",
         type=positive_int,
-        default=environment("COLA_DEFAULT_MAX_NEW_TOKENS", 64, int),
-        help="max_tokens of requests that set none.",
+        default=environment("COLA_DEFAULT_MAX_NEW_TOKENS", None, int),
+        help="max_tokens of requests that set none; default $COLA_DEFAULT_MAX_NEW_TOKENS, else 64 or the limit.",
     )
-    parser.add_argument("--max-batch-size", type=positive_int, default=16, help="Prompts per pipeline call.")
+    parser.add_argument(
+        "--max-batch-size", type=positive_int, default=16, help="Rows (prompts times n) per pipeline call."
+    )
+    parser.add_argument(
+        "--max-rows-per-request", type=positive_int, default=256, help="Rows (prompts times n) a request may ask for."
+    )
     parser.add_argument("--max-queue", type=positive_int, default=64, help="Requests waiting or running.")
     parser.add_argument("--max-request-bytes", type=positive_int, default=2**21, help="Larger request bodies get 413.")
-    parser.set_defaults(func=serve)
+    parser.add_argument(
+        "--body-timeout", type=positive_float, default=30.0, help="Seconds a request body may take; then 408."
+    )
+    parser.add_argument(
+        "--timeout-keep-alive",
+        type=positive_int,
+        default=5,
+        help="Seconds a connection may take to send a request's headers, and may stay idle between requests.",
+    )
+    parser.add_argument(
+        "--limit-concurrency", type=positive_int, help="Open connections and tasks at most; more get 503."
+    )
 
 
 def add_convert_parser(commands):

@@ -35,6 +35,9 @@ class GenerationDefaults:
 
 DEFAULTS = GenerationDefaults()
 
+# The largest seed a request or a server may set: whole numbers up to 2**53 are exact in every JSON parser.
+MAX_SEED = 2**53 - 1
+
 
 def check_checkpoint_defaults(default_num_inference_steps, default_guidance_scale):
     """Raises a `ValueError` for a checkpoint's default step count or guidance scale that a call would refuse."""

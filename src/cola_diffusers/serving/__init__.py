@@ -15,7 +15,8 @@
 """An OpenAI-compatible server for [`ColaDLMPipeline`] (`pip install "cola-diffusers[serve]"`)."""
 
 from .app import create_app
+from .connections import serve_app
 from .engine import GenerationEngine
 
 
-__all__ = ["GenerationEngine", "create_app"]
+__all__ = ["GenerationEngine", "create_app", "serve_app"]

@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from ..generation.chat import CHAT_FORMATS
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .engine import GenerationEngine
 from .errors import EXCEPTION_HANDLERS
-from .middleware import RequestGate
+from .middleware import RequestGate, RequestLog
+from .openapi import openapi_schema
 from .routes import router
 from .validation import ServingConfig
 
@@ -43,40 +45,78 @@ def create_app(
     model_name: str,
     *,
     api_key: str | None = None,
-    max_tokens_limit: int = 512,
-    default_max_tokens: int = 64,
+    max_tokens_limit: int | None = None,
+    default_max_tokens: int | None = None,
     max_queue: int = 64,
     max_batch_size: int = 16,
+    max_rows_per_request: int = 256,
     max_model_len: int | None = None,
     max_request_bytes: int = 2**21,
+    body_timeout: float = 30.0,
     chat_format: str | None = None,
+    seed: int | None = 0,
+    allowed_origins: list[str] | None = None,
+    enable_docs: bool = True,
 ) -> FastAPI:
     """
     Builds the FastAPI app serving `pipe` as `model_name`: `POST /v1/completions`, `POST /v1/chat/completions`,
-    `GET /v1/models` and `GET /health`.
+    `GET /v1/models` and `GET /health`. The pipeline's progress bar is turned off: the app logs a line per request
+    instead (logger `cola_diffusers.serving`, level INFO).
 
     Args:
         pipe ([`ColaDLMPipeline`]): The pipeline; every request runs on it, one pipeline call at a time.
         model_name (`str`): The model id clients pass as `model`.
         api_key (`str`, *optional*): When set, `/v1` requests need `Authorization: Bearer <api_key>`.
-        max_tokens_limit (`int`, defaults to 512): The largest `max_tokens` a request may ask for.
-        default_max_tokens (`int`, defaults to 64): `max_tokens` of requests that do not set it.
+        max_tokens_limit (`int`, *optional*): The largest `max_tokens` a request may ask for; default the context
+            less one token for the prompt (`max_model_len - 1`).
+        default_max_tokens (`int`, *optional*): `max_tokens` of requests that do not set it; default 64, or
+            `max_tokens_limit` where that is smaller.
         max_queue (`int`, defaults to 64): Requests waiting or running at most; more are answered 503.
-        max_batch_size (`int`, defaults to 16): Prompts per pipeline call at most.
+        max_batch_size (`int`, defaults to 16): Rows (prompts times `n`) per pipeline call at most; a request of
+            more rows runs in several calls, in turns with the other requests. Also the most rows of a streamed
+            request.
+        max_rows_per_request (`int`, defaults to 256): Rows (prompts times `n`) a request may ask for.
         max_model_len (`int`, *optional*): Prompt plus `max_tokens` at most; longer prompts are answered 400
             before they reach the worker. Default the pipeline's `max_sequence_length`.
         max_request_bytes (`int`, defaults to 2 MiB): Larger request bodies are answered 413.
+        body_timeout (`float`, defaults to 30): Seconds a request body may take to arrive; slower ones get 408.
         chat_format (`str`, *optional*): How chat messages become a prompt (`"plain"`, `"text"`, `"chatml"`);
             default the checkpoint's.
+        seed (`int`, *optional*, defaults to 0): The `seed` of requests that set none, so that they repeat; None
+            draws a random one per request.
+        allowed_origins (`list[str]`, *optional*): Origins whose browsers may call the API (CORS); `["*"]` for any.
+        enable_docs (`bool`, defaults to True): Serve `/docs`, `/redoc` and `/openapi.json` (without a key).
     """
     max_model_len = pipe.max_sequence_length if max_model_len is None else max_model_len
     chat_format = pipe.chat_format if chat_format is None else chat_format
     if chat_format not in CHAT_FORMATS:
         raise ValueError(f"`chat_format` must be one of {list(CHAT_FORMATS)}, got {chat_format!r}.")
-    engine = GenerationEngine(pipe, max_queue=max_queue, max_batch_size=max_batch_size)
-    app = FastAPI(title="Cola-DLM", lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
-    app.state.engine = engine
-    app.state.config = ServingConfig(model_name, max_tokens_limit, default_max_tokens, max_model_len, chat_format)
-    app.add_middleware(RequestGate, api_key=api_key, max_request_bytes=max_request_bytes)
+    max_tokens_limit = max_model_len - 1 if max_tokens_limit is None else max_tokens_limit
+    default_max_tokens = min(64, max_tokens_limit) if default_max_tokens is None else default_max_tokens
+    pipe.set_progress_bar_config(disable=True)
+    docs = {} if enable_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="Cola-DLM", lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS, **docs)
+    app.state.engine = GenerationEngine(pipe, max_queue=max_queue, max_batch_size=max_batch_size)
+    app.state.config = ServingConfig(
+        model_name=model_name,
+        max_tokens_limit=max_tokens_limit,
+        default_max_tokens=default_max_tokens,
+        max_model_len=max_model_len,
+        chat_format=chat_format,
+        max_rows_per_request=max_rows_per_request,
+        max_stream_rows=max_batch_size,
+        seed=seed,
+    )
+    app.add_middleware(
+        RequestGate,
+        body_paths=frozenset(route.path for route in router.routes if "POST" in route.methods),
+        api_key=api_key,
+        max_request_bytes=max_request_bytes,
+        body_timeout=body_timeout,
+    )
+    if allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=allowed_origins, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(RequestLog)
     app.include_router(router)
+    app.openapi = lambda: openapi_schema(app, app.state.config, secured=api_key is not None)
     return app

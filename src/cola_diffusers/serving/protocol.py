@@ -14,11 +14,11 @@
 
 """Request bodies of the OpenAI-compatible API and its error format."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..generation.inputs import DEFAULTS
+from ..generation.inputs import DEFAULTS, MAX_SEED
 
 
 class OpenAIError(Exception):
@@ -31,42 +31,71 @@ class OpenAIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status_code = status_code
         self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+        self.headers = headers
 
 
-class GenerationRequest(BaseModel):
+def unicode_text(text: str) -> str:
+    """Refuses text that is not Unicode: JSON can spell lone surrogates (`"\\ud800"`), which no encoder takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"the text holds a lone surrogate at character {error.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(unicode_text)]
+NonEmptyText = Annotated[Text, Field(min_length=1)]
+
+
+def whole_number(value):
+    """A float without a fraction (`2.0`) as the integer it is, which JSON Schema counts as one; else `value`."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def integer(**bounds):
+    """A strict integer field within `bounds` (`ge`, `le`) that also takes whole floats."""
+    return Annotated[int, Field(**bounds), BeforeValidator(whole_number)]
+
+
+class StrictModel(BaseModel):
+    """A request body part: no field beyond those listed, and no value of another JSON type (`"2"` is no number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(StrictModel):
+    include_usage: bool = False
+
+
+class GenerationRequest(StrictModel):
     """Fields shared by completions and chat completions; any field not listed here is refused."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    max_tokens: int | None = Field(default=None, ge=1)
+    model: Text
+    max_tokens: integer(ge=1) | None = None
     temperature: float = Field(default=DEFAULTS.temperature, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0, lt=2**62)
-    stop: str | list[str] | None = None
-    n: int = Field(default=1, ge=1, le=16)
+    top_k: integer(ge=1) | None = None
+    seed: integer(ge=0, le=MAX_SEED) | None = None
+    stop: NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=4)] | None = None
+    n: integer(ge=1, le=16) = 1
     stream: bool = False
-    stream_options: dict | None = None
-    user: str | None = None
+    stream_options: StreamOptions | None = None
+    user: Text | None = None
     # None: the served checkpoint's `default_num_inference_steps` and `default_guidance_scale`, else `DEFAULTS`.
-    num_inference_steps: int | None = Field(default=None, ge=1, le=256)
+    num_inference_steps: integer(ge=1, le=256) | None = None
     guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
-    block_length: int | None = Field(default=None, ge=1, le=256)
+    block_length: integer(ge=1, le=256) | None = None
 
     def stop_strings(self) -> tuple[str, ...] | None:
-        """`stop` as a tuple of non-empty strings (at most 4), or None."""
+        """`stop` as a tuple of strings (at most 4, none empty), or None."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        if not stop:
-            return None
-        if len(stop) > 4 or not all(stop):
-            message = "`stop` must be a non-empty string or a list of 1 to 4 non-empty strings."
-            raise OpenAIError(400, message, param="stop")
-        return tuple(stop)
+        return tuple(stop) if stop else None
 
     def requested_max_tokens(self) -> int | None:
         """The `max_tokens` the request asks for; None for the server's default."""
@@ -74,25 +103,21 @@ class GenerationRequest(BaseModel):
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str | list[str] = Field(min_length=1)
+    prompt: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
 
     def pipeline_inputs(self) -> list[str]:
         """The prompts, one pipeline input each."""
         return [self.prompt] if isinstance(self.prompt, str) else self.prompt
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TextPart(StrictModel):
     type: Literal["text"]
-    text: str
+    text: NonEmptyText
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChatMessage(StrictModel):
     role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    content: NonEmptyText | Annotated[list[TextPart], Field(min_length=1)]
 
     def to_pipeline(self) -> dict:
         """The message as the pipeline takes it; text parts are joined by line breaks, as the official adapter does."""
@@ -103,7 +128,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: integer(ge=1) | None = None
 
     def pipeline_inputs(self) -> list[list[dict]]:
         """The conversation as the pipeline's only input."""

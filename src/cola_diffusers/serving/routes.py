@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from .engine import Choice, GenerationEngine, GenerationJob
 from .errors import pipeline_error
+from .openapi import error_responses
 from .protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from .responses import completion_body, response_header
 from .sse import stream_events
@@ -49,7 +50,11 @@ def submit(engine: GenerationEngine, job: GenerationJob):
         engine.submit(job)
     except asyncio.QueueFull:
         raise OpenAIError(
-            503, "The server is busy; retry later.", type="server_error", code="server_overloaded"
+            503,
+            "The server is busy; retry later.",
+            type="server_error",
+            code="server_overloaded",
+            headers={"Retry-After": "1"},
         ) from None
 
 
@@ -81,27 +86,31 @@ async def generate(
     """Runs a completion or chat completion request: its response, or with `stream`, its stream of events."""
     job, prompt_lengths = await validated_job(body, config, engine.pipe)
     submit(engine, job)
+    request.state.job = job
     prompt_tokens = sum(prompt_lengths) * body.n
     header = response_header(config.model_name, job.chat, body.stream)
     if body.stream:
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
         events = stream_events(job, engine, header, prompt_tokens, include_usage)
         return StreamingResponse(events, media_type="text/event-stream")
     completions = await wait_for_completions(job, request, engine)
     return completion_body(header, completions, job.chat, prompt_tokens)
 
 
-@router.post("/v1/completions")
+GENERATION_RESPONSES = error_responses(400, 401, 404, 408, 413, 500, 503, stream=True)
+
+
+@router.post("/v1/completions", responses=GENERATION_RESPONSES)
 async def completions(request: Request, body: CompletionRequest, config: ConfigDep, engine: EngineDep):
     return await generate(request, body, config, engine)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=GENERATION_RESPONSES)
 async def chat_completions(request: Request, body: ChatCompletionRequest, config: ConfigDep, engine: EngineDep):
     return await generate(request, body, config, engine)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses(401, 500))
 async def models(config: ConfigDep):
     return {
         "object": "list",
@@ -109,6 +118,6 @@ async def models(config: ConfigDep):
     }
 
 
-@router.get("/health")
+@router.get("/health", responses=error_responses(500))
 async def health(engine: EngineDep):
     return {"status": "ok", "queued": engine.num_jobs, "max_queue": engine.max_queue}

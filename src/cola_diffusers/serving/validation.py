@@ -19,37 +19,56 @@ import random
 import re
 from dataclasses import dataclass
 
+from ..generation.inputs import MAX_SEED
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .engine import GenerationJob
-from .errors import pipeline_error
+from .errors import pipeline_error, quoted
 from .protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """The served model's id, its chat format and the limits every request is checked against."""
+    """
+    The served model's id, its chat format, the limits every request is checked against, and the seed of the
+    requests that set none (None: a random one per request).
+    """
 
     model_name: str
     max_tokens_limit: int
     default_max_tokens: int
     max_model_len: int
     chat_format: str
+    max_rows_per_request: int
+    max_stream_rows: int
+    seed: int | None
 
 
-def quoted(text: str, limit: int = 64) -> str:
-    """`text` in quotes, cut to its first `limit` characters: error bodies do not echo long inputs."""
-    return f"'{text}'" if len(text) <= limit else f"'{text[:limit]}...' ({len(text)} characters)"
+def check_rows(body: CompletionRequest | ChatCompletionRequest, num_prompts: int, config: ServingConfig):
+    """Refuses a request of more rows (prompts times `n`) than a request, or a streamed one, may have."""
+    rows = num_prompts * body.n
+    if rows > config.max_rows_per_request:
+        message = (
+            f"A request may ask for at most {config.max_rows_per_request} completions (prompts times `n`), "
+            f"got {num_prompts} x {body.n} = {rows}."
+        )
+        raise OpenAIError(400, message, param="n" if num_prompts == 1 else "prompt")
+    if body.stream and rows > config.max_stream_rows:
+        message = (
+            f"A streamed request may ask for at most {config.max_stream_rows} completions (prompts times `n`), "
+            f"got {rows}; send it without `stream` or split it."
+        )
+        raise OpenAIError(400, message, param="n" if num_prompts == 1 else "prompt")
 
 
 def checked_max_tokens(max_tokens: int | None, config: ServingConfig) -> int:
     """The request's `max_tokens` (else the default), refused above the limit or without room for a prompt."""
     max_tokens = config.default_max_tokens if max_tokens is None else max_tokens
-    if max_tokens > config.max_tokens_limit:
-        message = f"`max_tokens` must be at most {config.max_tokens_limit}, got {max_tokens}."
-        raise OpenAIError(400, message, param="max_tokens")
     if max_tokens >= config.max_model_len:
         message = f"`max_tokens` must be below the context of {config.max_model_len} tokens, got {max_tokens}."
         raise OpenAIError(400, message, param="max_tokens", code="context_length_exceeded")
+    if max_tokens > config.max_tokens_limit:
+        message = f"`max_tokens` must be at most {config.max_tokens_limit} (the server's limit), got {max_tokens}."
+        raise OpenAIError(400, message, param="max_tokens")
     return max_tokens
 
 
@@ -78,9 +97,12 @@ async def validated_job(
     if body.model != config.model_name:
         message = f"The model {quoted(body.model)} does not exist; this server serves '{config.model_name}'."
         raise OpenAIError(404, message, param="model", code="model_not_found")
+    if body.max_tokens is not None:
+        checked_max_tokens(body.max_tokens, config)
     max_tokens = checked_max_tokens(body.requested_max_tokens(), config)
     chat = isinstance(body, ChatCompletionRequest)
     inputs = body.pipeline_inputs()
+    check_rows(body, len(inputs), config)
     prompts = {"messages": inputs, "chat_format": config.chat_format} if chat else {"prompt": inputs}
     try:
         request = await asyncio.to_thread(
@@ -98,7 +120,8 @@ async def validated_job(
         )
     except ValueError as error:
         raise refused(error, chat) from None
-    seed = random.randrange(2**62) if body.seed is None else body.seed
+    seed = body.seed if body.seed is not None else config.seed
+    seed = random.randrange(MAX_SEED + 1) if seed is None else seed
     rows = [ids for ids in request.prompt_token_ids for _ in range(body.n)]
     job = GenerationJob(
         request=request.with_prompts(rows),
