@@ -16,8 +16,11 @@
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from ..conftest import PROMPTS, make_tiny_pipeline
+from cola_diffusers import ColaDLMPipeline
+
+from ..conftest import PROMPTS, REFERENCE_DIRS, make_mid_pipeline, make_tiny_pipeline, prompt_of
 
 
 # Tracing with dynamo takes seconds.
@@ -44,3 +47,54 @@ def test_compiled_repeated_blocks_do_not_recompile_per_block():
     assert graphs_for_six_blocks <= 8
     assert len(graphs) == graphs_for_six_blocks
     torch.testing.assert_close(result.latents, eager(PROMPTS, output_type="latent", **kwargs).latents)
+
+
+# Batch sizes 1-8 and prompt lengths 20-70: every request a shape of its own.
+REQUESTS = [(1, 20), (4, 37), (2, 70), (8, 45), (3, 64), (5, 22), (6, 51), (7, 33)]
+GREEDY = {"gen_length": 32, "num_inference_steps": 4, "guidance_scale": 7.0, "eos_early_stop": False}
+
+
+def compiled_and_eager_tokens(compiled, eager, requests, offset=0):
+    """Greedy tokens of the compiled and eager pipelines for every request, and dynamo's graph count after each."""
+    results = []
+    for batch_size, length in requests:
+        prompt_token_ids = [prompt_of(eager, length - row % 3, offset=offset + row) for row in range(batch_size)]
+        outputs = [
+            pipe(prompt_token_ids=prompt_token_ids, generator=torch.Generator().manual_seed(0), **GREEDY).sequences
+            for pipe in (compiled, eager)
+        ]
+        results.append((*outputs, counters["stats"]["unique_graphs"]))
+    return results
+
+
+@pytest.mark.parametrize("whole_model", [False, True], ids=["repeated-blocks-inductor", "whole-model"])
+def test_compile_holds_on_every_request_shape(whole_model):
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, eager = make_mid_pipeline(), make_mid_pipeline()
+    if whole_model:
+        compiled.transformer = torch.compile(compiled.transformer, backend="eager")
+    else:
+        compiled.transformer.compile_repeated_blocks(fullgraph=True)
+    # The whole model traces every pass again (dynamo without a backend's build): half the requests show it holds.
+    results = compiled_and_eager_tokens(compiled, eager, REQUESTS[:4] if whole_model else REQUESTS)
+    for compiled_tokens, eager_tokens, _ in results:
+        assert torch.equal(compiled_tokens, eager_tokens)
+    # The first request compiles its passes at batch 1, the second at any batch: later shapes compile nothing new.
+    graphs = [count for _, _, count in results]
+    assert graphs[1] == graphs[-1]
+
+
+@pytest.mark.parametrize("fixture", ["cola_reference", "cola_reference_variants"])
+def test_compiled_repeated_blocks_hold_on_the_official_fixtures(fixture):
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, eager = (ColaDLMPipeline.from_pretrained(REFERENCE_DIRS[fixture]) for _ in range(2))
+    compiled.set_progress_bar_config(disable=True)
+    eager.set_progress_bar_config(disable=True)
+    # Dynamo and AOT autograd as inductor sees them, without its C++ build (the mid model's test covers inductor).
+    compiled.transformer.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
+    results = compiled_and_eager_tokens(compiled, eager, [(1, 20), (3, 37), (2, 26)])
+    for compiled_tokens, eager_tokens, _ in results:
+        assert torch.equal(compiled_tokens, eager_tokens)
+    assert results[1][2] == results[-1][2]
