@@ -32,6 +32,7 @@ from ...generation.stopping import Completion, finish_reasons, pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
+from .cuda_graphs import CudaGraphsMixin
 from .layout import ColaDLMLayout
 from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
 from .progress import block_progress_bar, end_progress_bar
@@ -59,7 +60,7 @@ EXAMPLE_DOC_STRING = """
 """
 
 
-class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipeline):
+class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, CudaGraphsMixin, DiffusionPipeline):
     r"""
     Pipeline for text generation with Cola-DLM.
 
@@ -272,7 +273,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         if prompt_latents is None:
             prompt_latents, prompt_lengths = self.encode_prompt(request, device)
 
-        # 3. Lay the request out in the caches, prepare the noise and timesteps, prefill the caches with the prompts.
+        # 3. Lay the request out in the caches, prepare the noise and timesteps.
         layout = ColaDLMLayout.from_prompts(
             prompt_latents, prompt_lengths, request.gen_length, request.block_length, self.vae.config
         )
@@ -280,13 +281,15 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, DiffusionPipe
         clean_latents, tokens = torch.zeros_like(latents), layout.empty_tokens(request.pad_token_id)
         schedule = retrieve_timesteps(self.scheduler, request, device)
         self._num_timesteps = layout.num_blocks * len(schedule)
-        sampler = BlockSampler(self.transformer, self.vae, self.scheduler, self.guider, layout, schedule)
-        sampler.prefill(prompt_latents)
         text_deltas, commit = TextDeltas(layout.batch_size), None
 
-        # 4. Generate block by block: denoise it from noise (its first pass also writes the previous block into the
-        #    DiT cache), decode it into tokens and cut every prompt at its first stop.
-        with block_progress_bar(self, layout.num_blocks, streamer) as bar:
+        # 4. Prefill the caches with the prompts, then generate block by block: denoise a block from noise (its first
+        #    pass also writes the previous block into the DiT cache), decode it into tokens, cut at the first stops.
+        with self.cuda_graphs_turn(), block_progress_bar(self, layout.num_blocks, streamer) as bar:
+            sampler = BlockSampler(
+                self.transformer, self.vae, self.scheduler, self.guider, layout, schedule, self._dit_graphs
+            )
+            sampler.prefill(prompt_latents)
             for block_index in range(layout.num_blocks):
                 block = layout.block(block_index, request.guidance_scale)
                 block_latents = block.repaint(latents[:, block.latent_slice])

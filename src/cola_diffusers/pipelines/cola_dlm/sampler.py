@@ -27,6 +27,7 @@ from ...generation.request import GenerationRequest
 from ...models.attention_cola import additive_mask
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaModulationTable, ColaTransformer1DModel
+from .cuda_graphs import ColaDiTGraphs
 from .layout import ColaDLMLayout, GeneratedBlock
 
 
@@ -139,6 +140,8 @@ class BlockSampler:
         guider ([`~diffusers.guiders.BaseGuidance`], *optional*): Replaces the built-in classifier-free guidance.
         layout ([`ColaDLMLayout`]): Where the request's prompts and blocks sit in the caches.
         timesteps (`torch.Tensor`): The timesteps every block runs, whose AdaLN terms are computed once.
+        graphs ([`ColaDiTGraphs`], *optional*): CUDA graphs that run the DiT passes of the steps; the request's DiT
+            cache is then theirs.
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class BlockSampler:
         guider: BaseGuidance | None,
         layout: ColaDLMLayout,
         timesteps: torch.Tensor,
+        graphs: ColaDiTGraphs | None = None,
     ):
         self.transformer = transformer
         self.vae = vae
@@ -158,9 +162,10 @@ class BlockSampler:
         # Read once: `ModelMixin.dtype` walks the parameters, a cost per pass at batch 1.
         self.dtype = transformer.dtype
         self.decoder_dtype = vae.decoder.proj_in.weight.dtype
-        self.transformer_cache = transformer.make_kv_cache(
-            layout.batch_size, layout.cache_length + layout.block_length
-        )
+        # The last `block_length` slots are the scratch slots of the unguided branch.
+        make_kv_cache = transformer.make_kv_cache if graphs is None else graphs.kv_cache
+        self.transformer_cache = make_kv_cache(layout.batch_size, layout.cache_length + layout.block_length)
+        self.graphs = graphs
         self.vae_cache = vae.make_kv_cache(layout.batch_size, layout.cache_length)
         self.modulation = ColaModulationTable(timesteps)
         self.passes: tuple[int, dict[str, DiTPass]] | None = None
@@ -203,8 +208,16 @@ class BlockSampler:
         mask = self.dit_mask(layout.context_mask(start, end, length))
         return self.dit_pass(layout.position_ids[:, start:end], layout.slots[start:end], mask)
 
-    def run_transformer(self, latents: torch.Tensor, timestep: torch.Tensor, dit_pass: DiTPass) -> torch.Tensor:
-        """One DiT pass of `latents` at `timestep` with the inputs of `dit_pass`; returns the fp32 velocity."""
+    def run_transformer(
+        self, latents: torch.Tensor, timestep: torch.Tensor, dit_pass: DiTPass, step: bool = False
+    ) -> torch.Tensor:
+        """
+        One DiT pass of `latents` at `timestep` with the inputs of `dit_pass`, replayed from a CUDA graph when it is a
+        denoising `step` and the sampler has graphs; returns the fp32 velocity.
+        """
+        if step and self.graphs is not None and self.modulation.terms is not None:
+            latents = latents.to(self.dtype)
+            return self.graphs(latents, timestep, dit_pass, self.transformer_cache, self.modulation).float()
         return self.transformer(
             latents.to(self.dtype),
             timestep,
@@ -254,16 +267,16 @@ class BlockSampler:
         if unconditional:
             timestep = torch.cat([timestep] * 2, dim=1) if timestep.shape[1] > 1 else timestep
             velocity = self.run_transformer(
-                torch.cat([latents] * 2, dim=1), timestep, self.block_pass(block, "guided")
+                torch.cat([latents] * 2, dim=1), timestep, self.block_pass(block, "guided"), step=True
             )
             return velocity.chunk(2, dim=1)
         if commit is not None:
             committed_latents = commit[1]
             timestep = torch.cat([torch.zeros_like(block.position_ids), timestep.expand_as(block.position_ids)], 1)
             inputs = torch.cat([committed_latents, latents], dim=1)
-            velocity = self.run_transformer(inputs, timestep, self.block_pass(block, "commit"))
+            velocity = self.run_transformer(inputs, timestep, self.block_pass(block, "commit"), step=True)
             return (velocity[:, latents.shape[1] :],)
-        return (self.run_transformer(latents, timestep, self.block_pass(block, "conditional")),)
+        return (self.run_transformer(latents, timestep, self.block_pass(block, "conditional"), step=True),)
 
     def guided_velocity(
         self,
