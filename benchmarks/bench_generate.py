@@ -17,11 +17,20 @@ Generation speed of ColaDLMPipeline against the official sampler's loop structur
 
     python benchmarks/bench_generate.py                            # tiny and mid models, batch 1, 8, 64
     python benchmarks/bench_generate.py --configs release --batch-sizes 1 8 64 --device cuda --dtype bf16
+    python benchmarks/bench_generate.py --configs mid --official-src ../shared/reference/cola-dlm-official
 
 For every model config and batch size it times the pipeline (one batched DiT pass per step, static caches,
 SDPA through diffusers' dispatcher) and, unless `--skip-official`, `official_loop.official_generate` on the same
 weights, prompts and noise. It reports tokens/s, DiT forwards per generated token and peak memory, prints a table
 and writes JSON. Models are randomly initialised: speed does not depend on the weights.
+
+`--official-src` names a checkout of the official Cola-DLM code (the folder holding its `cola_dlm` package) and also
+times its own sampler, `generate_task_repaint_inference`, with its "naive" and "sdpa" DiT attention: the official
+models get random weights and are saved in the release layout (in a temporary folder), the pipeline is loaded from
+there, and the official sampler's noise is given to the pipeline to compare greedy tokens. On CUDA the official code
+runs under its own bfloat16 autocast whatever `--dtype`; on the CPU its CUDA autocast and bfloat16 casts are switched
+off so that it computes in float32. The official package needs `pip install einops rotary-embedding-torch`, which the
+project itself does not.
 
 `--count-flops` also runs both once under `torch.utils.flop_counter.FlopCounterMode` and reports the matmul and
 attention FLOPs per generated token: their ratio is what a faster implementation of the same passes can gain when
@@ -29,11 +38,17 @@ both sides are bound by arithmetic.
 """
 
 import argparse
+import contextlib
+import functools
+import io
 import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
+import types
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
@@ -93,6 +108,7 @@ CONFIGS = {
     },
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+OFFICIAL_ATTENTION_BACKENDS = ("naive", "sdpa")
 
 
 def build_pipeline(name: str, block_size: int, device: str, dtype: torch.dtype) -> ColaDLMPipeline:
@@ -105,9 +121,133 @@ def build_pipeline(name: str, block_size: int, device: str, dtype: torch.dtype) 
         scheduler=FlowMatchBlockCausalScheduler(),
         tokenizer=load_tokenizer(TOKENIZER_FILE),
     )
+    return prepare(pipe, device, dtype)
+
+
+def prepare(pipe: ColaDLMPipeline, device: str, dtype: torch.dtype) -> ColaDLMPipeline:
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def official_configs(pipe: ColaDLMPipeline) -> tuple[dict, dict]:
+    """The pipeline's model sizes as the official `ColaDiTConfig` and `ColaTextVAEConfig` fields."""
+    dit, vae = pipe.transformer.config, pipe.vae.config
+    width = dit.hidden_size or dit.num_attention_heads * dit.attention_head_dim
+    dit_config = {
+        "txt_in_channels": dit.in_channels,
+        "txt_out_channels": dit.out_channels or dit.in_channels,
+        "txt_dim": width,
+        "emb_dim": width,
+        "heads": dit.num_attention_heads,
+        "head_dim": dit.attention_head_dim,
+        "expand_ratio": int(dit.mlp_ratio),
+        "num_layers": dit.num_layers,
+        "rope_dim": dit.rope_dim,
+        "block_size": dit.block_size,
+    }
+    vae_config = {
+        "vocab_size": vae.vocab_size,
+        "latent_dim": vae.latent_dim,
+        "dim": vae.hidden_size,
+        "num_heads": vae.num_attention_heads,
+        "ffn_dim": vae.ffn_dim,
+        "encoder_num_blocks": vae.encoder_num_blocks,
+        "decoder_num_blocks": vae.decoder_num_blocks,
+        "block_size": vae.block_size,
+    }
+    return dit_config, vae_config
+
+
+class RecordingTokenizer:
+    """A `tokenizers.Tokenizer` that keeps the token ids it last decoded: the official sampler's output."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.decoded = None
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+    def decode_batch(self, ids, **kwargs):
+        self.decoded = ids
+        return self.tokenizer.decode_batch(ids, **kwargs)
+
+
+class OfficialSampler:
+    """The official code's `generate_task_repaint_inference` on official models with random weights."""
+
+    def __init__(self, source: str, device: str):
+        sys.path.insert(0, os.path.abspath(source))
+        import cola_dlm
+        from cola_dlm import inference, modeling_cola_dit, modeling_cola_vae
+        from tokenizers import Tokenizer
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()  # of `save_pretrained`
+        if device == "cpu":
+            # The official code hard-codes CUDA autocast and bfloat16 casts: on the CPU it computes in float32.
+            float32_torch = types.ModuleType("torch")
+            float32_torch.__dict__.update(
+                autocast=lambda *args, **kwargs: contextlib.nullcontext(),
+                bfloat16=torch.float32,
+                __getattr__=lambda name: getattr(torch, name),
+            )
+            for module in (inference, modeling_cola_dit, modeling_cola_vae):
+                module.torch = float32_torch
+        self.cola_dlm, self.inference, self.set_attn_backend = cola_dlm, inference, modeling_cola_dit.set_attn_backend
+        self.tokenizer = RecordingTokenizer(Tokenizer.from_file(TOKENIZER_FILE))
+        self.device = device
+
+    def load(self, pipe: ColaDLMPipeline, dtype: torch.dtype) -> ColaDLMPipeline:
+        """
+        Builds official models of `pipe`'s sizes with random weights, saves them in the release layout and returns
+        the pipeline loaded from it.
+        """
+        dit_config, vae_config = official_configs(pipe)
+        with torch.device(self.device):
+            self.dit = self.cola_dlm.ColaDiTModel(self.cola_dlm.ColaDiTConfig(**dit_config)).eval()
+            self.vae = self.cola_dlm.ColaTextVAEModel(self.cola_dlm.ColaTextVAEConfig(**vae_config)).eval()
+        with torch.no_grad():
+            for parameter in [*self.dit.parameters(), *self.vae.parameters()]:
+                if not parameter.any():  # zero-initialised layers would make every velocity zero
+                    parameter.normal_(0, 0.02)
+        self.dit_calls, _ = count_forwards(self.dit)
+        with tempfile.TemporaryDirectory() as folder:
+            self.dit.save_pretrained(os.path.join(folder, "cola_dlm", "cola_dit"))
+            self.vae.save_pretrained(os.path.join(folder, "cola_dlm", "cola_vae"))
+            shutil.copy(TOKENIZER_FILE, folder)
+            return prepare(ColaDLMPipeline.from_pretrained(folder), self.device, dtype)
+
+    def generate(self, prompts, backend, gen_length, num_inference_steps, guidance_scale) -> list[list[int]]:
+        """Greedy tokens of every prompt, with noise from the global generator seeded with 0."""
+        self.set_attn_backend(backend)
+        self.dit_calls.clear()
+        torch.manual_seed(0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.inference.generate_task_repaint_inference(
+                dit=self.dit,
+                vae=self.vae,
+                tokenizer=self.tokenizer,
+                prompts=[{"id": index, "question": prompt} for index, prompt in enumerate(prompts)],
+                task_name="lambada",
+                device=torch.device(self.device),
+                max_new_tokens=gen_length,
+                temperature=0.0,
+                guidance_scale=guidance_scale,
+                timestep_num=num_inference_steps,
+                pad_token_id=self.tokenizer.token_to_id("<|pad|>"),
+                eos_token_id=None,
+                im_end_token_id=None,
+            )
+        return self.tokenizer.decoded
+
+    def noise(self, batch_size: int, num_blocks: int, block_size: int) -> torch.Tensor:
+        """The noise `generate` draws, block after block, as the pipeline's `latents`."""
+        torch.manual_seed(0)
+        latent_dim = self.dit.config.txt_in_channels
+        blocks = [torch.randn(batch_size * block_size, latent_dim, device=self.device) for _ in range(num_blocks)]
+        return torch.cat([block.view(batch_size, block_size, latent_dim) for block in blocks], dim=1)
 
 
 def make_prompts(pipe: ColaDLMPipeline, batch_size: int, prompt_tokens: int) -> list[str]:
@@ -121,9 +261,9 @@ def make_prompts(pipe: ColaDLMPipeline, batch_size: int, prompt_tokens: int) -> 
     return prompts
 
 
-def count_dit_forwards(pipe: ColaDLMPipeline):
+def count_forwards(module: torch.nn.Module):
     calls = []
-    handle = pipe.transformer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    handle = module.register_forward_pre_hook(lambda module, args: calls.append(1))
     return calls, handle
 
 
@@ -165,8 +305,11 @@ def count_flops(run) -> int:
 
 def benchmark(args) -> list[dict]:
     rows = []
+    official = OfficialSampler(args.official_src, args.device) if args.official_src else None
     for name in args.configs:
         pipe = build_pipeline(name, args.block_length, args.device, DTYPES[args.dtype])
+        if official:
+            pipe = official.load(pipe, DTYPES[args.dtype])
         if args.compile:
             pipe.transformer.compile_repeated_blocks(fullgraph=True)
         for batch_size in args.batch_sizes:
@@ -186,7 +329,7 @@ def benchmark(args) -> list[dict]:
 
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            calls, handle = count_dit_forwards(pipe)
+            calls, handle = count_forwards(pipe.transformer)
 
             def run_pipeline():
                 calls.clear()
@@ -221,9 +364,32 @@ def benchmark(args) -> list[dict]:
                         lambda: official_generate(pipe, prompts, generator=torch.Generator().manual_seed(0), **kwargs)
                     )
                     row["official_gflop_per_token"] = official_flops / 1e9 / (batch_size * args.gen_length)
+            if official:
+                row.update(time_official_code(official, pipe, prompts, kwargs, seconds, num_blocks, args))
             rows.append(row)
             print(format_row(row), flush=True)
     return rows
+
+
+def time_official_code(official, pipe, prompts, kwargs, pipeline_seconds, num_blocks, args) -> dict:
+    """
+    The official sampler's speed with each attention backend, and whether its greedy tokens are the pipeline's with
+    the same noise (over the length both generate).
+    """
+    noise = official.noise(len(prompts), num_blocks, args.block_length)
+    ours = pipe(prompts, latents=noise, eos_early_stop=False, output_type="latent", **kwargs).sequences.tolist()
+    stats = {}
+    for backend in OFFICIAL_ATTENTION_BACKENDS:
+        run = functools.partial(official.generate, prompts, backend, **kwargs)
+        seconds, tokens = measure(run, args.device, args.repeats)
+        stats[f"official_{backend}_tokens_per_s"] = len(prompts) * args.gen_length / seconds
+        stats[f"official_{backend}_seconds"] = seconds
+        stats[f"official_{backend}_dit_forwards_per_token"] = (len(official.dit_calls) - 1) / (
+            num_blocks * args.block_length
+        )
+        stats[f"official_{backend}_speedup"] = seconds / pipeline_seconds
+        stats[f"official_{backend}_same_tokens"] = all(a[: len(b)] == b[: len(a)] for a, b in zip(tokens, ours))
+    return stats
 
 
 def format_row(row: dict) -> str:
@@ -237,6 +403,14 @@ def format_row(row: dict) -> str:
             f"{row['official_dit_forwards_per_token']:.3f} DiT fwd/token | speedup {row['speedup']:.2f}x"
             f"{'' if row['same_tokens'] else ' (tokens differ)'}"
         )
+    for backend in OFFICIAL_ATTENTION_BACKENDS:
+        if f"official_{backend}_tokens_per_s" in row:
+            text += (
+                f" | official {backend} {row[f'official_{backend}_tokens_per_s']:9.1f} tok/s, "
+                f"{row[f'official_{backend}_dit_forwards_per_token']:.3f} DiT fwd/token, "
+                f"speedup {row[f'official_{backend}_speedup']:.2f}x"
+                f"{'' if row[f'official_{backend}_same_tokens'] else ' (tokens differ)'}"
+            )
     if "official_gflop_per_token" in row:
         text += (
             f" | GFLOP/token {row['pipeline_gflop_per_token']:.3f} vs {row['official_gflop_per_token']:.3f} "
@@ -257,7 +431,10 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--skip-official", action="store_true", help="Time the pipeline only.")
+    parser.add_argument("--skip-official", action="store_true", help="Do not time `official_loop`.")
+    parser.add_argument(
+        "--official-src", metavar="PATH", help="A checkout of the official Cola-DLM code: also time its sampler."
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the pipeline's repeated DiT blocks.")
     parser.add_argument("--count-flops", action="store_true", help="Also count matmul and attention FLOPs.")
     parser.add_argument("--output", default=os.path.join(REPO_ROOT, "benchmarks", "results", "bench_generate.json"))
