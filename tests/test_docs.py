@@ -81,7 +81,10 @@ SKIPS = [
     ("accelerate launch --num_processes 2 examples", "2 GPUs (the CPU form of the same command runs)"),
     ("--config_file fsdp.yaml", "FSDP: accelerate needs GPUs for it"),
     ("--configs release --device cuda", "a GPU, and the default benchmark runs for over 10 minutes on 2 cores"),
-    ("--official-src ../shared", "the official source tree beside the checkout, and einops and rotary-embedding-torch"),
+    (
+        "--official-src ../shared",
+        "the official source tree beside the checkout, and einops and rotary-embedding-torch",
+    ),
     ('dataset_records("obqa"', "downloads OpenBookQA from the Hub"),
     ("--tasks gsm8k", "lm-eval downloads the gsm8k dataset from the Hub"),
     ('tasks=["gsm8k"]', "lm-eval downloads gsm8k from the Hub"),
