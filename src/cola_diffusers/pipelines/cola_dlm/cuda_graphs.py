@@ -34,10 +34,7 @@ class CapturedPass:
     def __init__(self, transformer, latents, timestep, dit_pass, kv_cache, modulation, *, capture, pool):
         self.transformer = transformer
         self.kv_cache = kv_cache
-        self.latents, self.timestep = latents.clone(), timestep.clone()
-        self.position_ids, self.cache_position = dit_pass.position_ids.clone(), dit_pass.cache_position.clone()
-        self.attention_mask = dit_pass.attention_mask.clone()
-        self.rotary_emb = tuple(table.clone() for table in dit_pass.rotary_emb)
+        self.latents, self.timestep, self.dit_pass = latents.clone(), timestep.clone(), dit_pass.clone()
         self.modulation = copy.copy(modulation)
         self.modulation.values, self.modulation.terms = modulation.values.clone(), modulation.terms.clone()
         self.inputs_of = (dit_pass, modulation)
@@ -55,26 +52,13 @@ class CapturedPass:
                 self.output = self.run()
 
     def run(self) -> torch.Tensor:
-        return self.transformer(
-            self.latents,
-            self.timestep,
-            position_ids=self.position_ids,
-            attention_mask=self.attention_mask,
-            kv_cache=self.kv_cache,
-            cache_position=self.cache_position,
-            modulation=self.modulation,
-            rotary_emb=self.rotary_emb,
-        ).sample
+        return self.dit_pass.run(self.transformer, self.latents, self.timestep, self.kv_cache, self.modulation)
 
     def __call__(self, latents, timestep, dit_pass, modulation) -> torch.Tensor:
         self.latents.copy_(latents)
         self.timestep.copy_(timestep)
         if self.inputs_of[0] is not dit_pass:
-            for static, value in zip(
-                (self.position_ids, self.cache_position, self.attention_mask, *self.rotary_emb),
-                (dit_pass.position_ids, dit_pass.cache_position, dit_pass.attention_mask, *dit_pass.rotary_emb),
-            ):
-                static.copy_(value)
+            self.dit_pass.copy_(dit_pass)
         if self.inputs_of[1] is not modulation:
             self.modulation.values.copy_(modulation.values)
             self.modulation.terms.copy_(modulation.terms)

@@ -84,6 +84,44 @@ class GeneratedBlock:
 
 
 @dataclass
+class DiTPass:
+    """
+    The inputs of one kind of DiT pass over a block that do not change from step to step, computed once per block:
+    positions, their RoPE tables, the cache slots written and the additive attention mask.
+    """
+
+    position_ids: torch.LongTensor
+    rotary_emb: tuple[torch.Tensor, ...]
+    cache_position: torch.LongTensor
+    attention_mask: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.position_ids, *self.rotary_emb, self.cache_position, self.attention_mask)
+
+    def clone(self) -> "DiTPass":
+        rotary_emb = tuple(table.clone() for table in self.rotary_emb)
+        return DiTPass(self.position_ids.clone(), rotary_emb, self.cache_position.clone(), self.attention_mask.clone())
+
+    def copy_(self, other: "DiTPass"):
+        """Copies the tensors of `other` into this pass's, in place."""
+        for tensor, value in zip(self.tensors(), other.tensors()):
+            tensor.copy_(value)
+
+    def run(self, transformer, latents, timestep, kv_cache, modulation) -> torch.Tensor:
+        """The DiT's output for `latents` at `timestep` with these inputs, its cache and AdaLN table."""
+        return transformer(
+            latents,
+            timestep,
+            position_ids=self.position_ids,
+            attention_mask=self.attention_mask,
+            kv_cache=kv_cache,
+            cache_position=self.cache_position,
+            modulation=modulation,
+            rotary_emb=self.rotary_emb,
+        ).sample
+
+
+@dataclass
 class ColaDLMLayout:
     """
     Where the prompts and the generated blocks of a request sit in the key/value caches of the DiT and of the VAE

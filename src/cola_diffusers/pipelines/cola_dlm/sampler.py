@@ -15,7 +15,6 @@
 """The model passes of block-causal generation: prompt encoding, noise, timesteps and the per-request sampler."""
 
 import inspect
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from ...models.attention_cola import additive_mask
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaModulationTable, ColaTransformer1DModel
 from .cuda_graphs import ColaDiTGraphs
-from .layout import ColaDLMLayout, GeneratedBlock
+from .layout import ColaDLMLayout, DiTPass, GeneratedBlock
 
 
 # A finished block whose clean latents a DiT pass writes into the cache, and those latents.
@@ -103,19 +102,6 @@ def retrieve_timesteps(scheduler: SchedulerMixin, request: GenerationRequest, de
         # Every block starts at the first timestep: the scheduler need not search for it (a host synchronisation).
         scheduler.set_begin_index(0)
     return scheduler.timesteps
-
-
-@dataclass
-class DiTPass:
-    """
-    The inputs of one kind of DiT pass over a block that do not change from step to step, computed once per block:
-    positions, their RoPE tables, the cache slots written and the additive attention mask.
-    """
-
-    position_ids: torch.LongTensor
-    rotary_emb: tuple[torch.Tensor, ...]
-    cache_position: torch.LongTensor
-    attention_mask: torch.Tensor
 
 
 class BlockSampler:
@@ -215,19 +201,10 @@ class BlockSampler:
         One DiT pass of `latents` at `timestep` with the inputs of `dit_pass`, replayed from a CUDA graph when it is a
         denoising `step` and the sampler has graphs; returns the fp32 velocity.
         """
+        latents = latents.to(self.dtype)
         if step and self.graphs is not None and self.modulation.terms is not None:
-            latents = latents.to(self.dtype)
             return self.graphs(latents, timestep, dit_pass, self.transformer_cache, self.modulation).float()
-        return self.transformer(
-            latents.to(self.dtype),
-            timestep,
-            position_ids=dit_pass.position_ids,
-            attention_mask=dit_pass.attention_mask,
-            kv_cache=self.transformer_cache,
-            cache_position=dit_pass.cache_position,
-            modulation=self.modulation,
-            rotary_emb=dit_pass.rotary_emb,
-        ).sample.float()
+        return dit_pass.run(self.transformer, latents, timestep, self.transformer_cache, self.modulation).float()
 
     def prefill(self, prompt_latents: torch.Tensor):
         """Writes the clean prefixes (t = 0) into both caches."""
