@@ -52,7 +52,8 @@ class ColaKVCache:
         shape = (num_layers, batch_size, max_length, num_heads, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.layers = [ColaLayerCache(keys, values) for keys, values in zip(self.keys, self.values)]
+        # One view per layer (not `unbind`'s views, which autograd refuses to write into in place).
+        self.layers = [ColaLayerCache(self.keys[index], self.values[index]) for index in range(num_layers)]
 
     @property
     def batch_size(self) -> int:

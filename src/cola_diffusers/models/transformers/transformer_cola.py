@@ -158,13 +158,13 @@ class ColaTransformerBlock(nn.Module):
         layer_cache: ColaLayerCache | None = None,
         cache_position: torch.LongTensor | None = None,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = adaln_terms
+        shift_msa, one_plus_scale_msa, gate_msa, shift_mlp, one_plus_scale_mlp, gate_mlp = adaln_terms
 
-        norm_hidden_states = torch.addcmul(shift_msa, self.norm1(hidden_states), scale_msa)
+        norm_hidden_states = torch.addcmul(shift_msa, self.norm1(hidden_states), one_plus_scale_msa)
         attn_output = self.attn(norm_hidden_states, attention_mask, rotary_emb, layer_cache, cache_position)
         hidden_states = torch.addcmul(hidden_states, gate_msa, attn_output)
 
-        norm_hidden_states = torch.addcmul(shift_mlp, self.norm2(hidden_states), scale_mlp)
+        norm_hidden_states = torch.addcmul(shift_mlp, self.norm2(hidden_states), one_plus_scale_mlp)
         ff_output = self.ff(norm_hidden_states)
         return torch.addcmul(hidden_states, gate_mlp, ff_output)
 
@@ -259,9 +259,14 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
         (6 * num_layers + 2, hidden_size)`. Timesteps are rounded to bfloat16 before the embedding, as in training.
         """
         temb = self.timestep_embedder(timestep.to(torch.bfloat16))
+        num_layers = len(self.transformer_blocks)
+        # Written layer by layer, so that no more than one layer's terms exist twice.
+        terms = temb.new_empty(*temb.shape[:-1], 6 * num_layers + 2, temb.shape[-1])
+        for index, block in enumerate(self.transformer_blocks):
+            terms[..., 6 * index : 6 * index + 6, :] = torch.stack(block.adaln_terms(temb), dim=-2)
         shift, scale = self.norm_out_modulation(F.silu(temb)).chunk(2, dim=-1)
-        terms = [term for block in self.transformer_blocks for term in block.adaln_terms(temb)]
-        return torch.stack([*terms, shift, 1 + scale], dim=-2)
+        terms[..., -2:, :] = torch.stack([shift, 1 + scale], dim=-2)
+        return terms
 
     @torch.compiler.disable
     def _build_modulation(self, modulation: ColaModulationTable, device: torch.device):
@@ -369,8 +374,8 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
             else:
                 hidden_states = block(*block_args)
 
-        shift, scale = adaln_terms[-2:]
-        hidden_states = torch.addcmul(shift, self.norm_out(hidden_states), scale)
+        shift, one_plus_scale = adaln_terms[-2:]
+        hidden_states = torch.addcmul(shift, self.norm_out(hidden_states), one_plus_scale)
         output = self.proj_out(hidden_states).view(batch_size, sequence_length, -1)
 
         if not return_dict:

@@ -48,7 +48,8 @@ class CapturedPass:
                     self.output = self.run()
             torch.cuda.current_stream().wait_stream(stream)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, pool=pool):
+            # Thread-local: work another thread queues meanwhile does not invalidate the capture.
+            with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
                 self.output = self.run()
 
     def run(self) -> torch.Tensor:
@@ -72,10 +73,11 @@ class CapturedPass:
 class ColaDiTGraphs:
     """
     The CUDA graphs of a pipeline's DiT step passes, made by [`~ColaDLMPipeline.enable_cuda_graphs`]: one per
-    shape of a pass (batch size, positions, cache length, number of timesteps), captured the first time a request
-    runs it and replayed by every later step and request of that shape. A request's DiT key/value cache is the
-    graphs' cache of its shape, so requests of one pipeline take turns (`lock`). The prefill and the passes that
-    write a finished block run eagerly.
+    shape of a pass (batch size, positions, cache length, the shape and number of its timesteps), captured the first
+    time a request runs it and replayed by every later step and request of that shape. A request's DiT key/value
+    cache is the graphs' cache of its batch size and length bucket, so requests of one pipeline take turns (`lock`).
+    The prefill and the passes that write a finished block run eagerly. Graphs and caches are kept until the
+    pipeline or `disable_cuda_graphs` frees them: one cache per batch size and length bucket a service sees.
 
     Args:
         transformer ([`ColaTransformer1DModel`]): The DiT, on a CUDA device.
@@ -91,10 +93,14 @@ class ColaDiTGraphs:
         self.lock = threading.Lock()
 
     def kv_cache(self, batch_size: int, max_length: int) -> ColaKVCache:
-        """The DiT cache of requests of `batch_size` rows and `max_length` slots, shared by their graphs."""
-        key = (batch_size, max_length)
+        """
+        The DiT cache of requests of `batch_size` rows and at most `max_length` slots, shared by their graphs: its
+        length is rounded up to a power of two (at least 64), so that requests of similar lengths share caches and
+        graphs (the slots past a request's are masked).
+        """
+        key = (batch_size, max(64, 1 << (max_length - 1).bit_length()))
         if key not in self.caches:
-            self.caches[key] = self.transformer.make_kv_cache(batch_size, max_length)
+            self.caches[key] = self.transformer.make_kv_cache(*key)
         return self.caches[key]
 
     def __call__(self, latents, timestep, dit_pass, kv_cache: ColaKVCache, modulation: ColaModulationTable):
@@ -129,10 +135,11 @@ class CudaGraphsMixin:
 
     def enable_cuda_graphs(self):
         """
-        Replays the DiT passes of the denoising steps from CUDA graphs, captured per shape (batch size, positions,
-        cache length) the first time a request runs them and kept with the pipeline; the greedy tokens are those of
-        the eager passes. Call it after moving the pipeline to its CUDA device and dtype; calls of one pipeline then
-        take turns. See docs/performance.md.
+        Replays the DiT passes of the denoising steps from CUDA graphs, captured per shape (see [`ColaDiTGraphs`])
+        the first time a request runs them and kept with the pipeline; the greedy tokens are those of the eager
+        passes. Call it after moving the pipeline to its CUDA device and dtype and after loading adapters or setting
+        an attention backend (the graphs keep the weights and kernels they captured; call it again after changing
+        them); calls of one pipeline then take turns. See docs/performance.md.
         """
         if self.transformer.device.type != "cuda":
             raise ValueError(

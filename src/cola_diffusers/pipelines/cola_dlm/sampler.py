@@ -147,8 +147,9 @@ class BlockSampler:
         self.layout = layout
         # Read once: `ModelMixin.dtype` walks the parameters, a cost per pass at batch 1.
         self.dtype = transformer.dtype
-        self.decoder_dtype = vae.decoder.proj_in.weight.dtype
-        # The last `block_length` slots are the scratch slots of the unguided branch.
+        self.decoder_dtype = vae.dtype
+        # The `block_length` slots after the request's are the scratch slots of the unguided branch; a cache of the
+        # CUDA graphs may have more, unused.
         make_kv_cache = transformer.make_kv_cache if graphs is None else graphs.kv_cache
         self.transformer_cache = make_kv_cache(layout.batch_size, layout.cache_length + layout.block_length)
         self.graphs = graphs
@@ -157,8 +158,8 @@ class BlockSampler:
         self.passes: tuple[int, dict[str, DiTPass]] | None = None
 
     def dit_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """A mask over the request's cache as an additive mask over the DiT cache, scratch slots hidden."""
-        return additive_mask(F.pad(mask, (0, self.layout.block_length)), self.dtype)
+        """A mask over the request's cache as an additive mask over the DiT cache, the slots past it hidden."""
+        return additive_mask(F.pad(mask, (0, self.transformer_cache.max_length - mask.shape[-1])), self.dtype)
 
     def dit_pass(self, position_ids: torch.LongTensor, cache_position: torch.LongTensor, mask: torch.Tensor):
         """The [`DiTPass`] at `position_ids` that writes `cache_position` with the additive attention `mask`."""
@@ -179,6 +180,7 @@ class BlockSampler:
         return passes[kind]
 
     def make_block_pass(self, block: GeneratedBlock, kind: str) -> DiTPass:
+        """The block's DiT pass of `kind` (see `block_pass`)."""
         layout, length = self.layout, self.layout.block_length
         if kind == "conditional":
             return self.dit_pass(block.position_ids, block.cache_position, self.dit_mask(block.attention_mask))
@@ -188,7 +190,7 @@ class BlockSampler:
             return self.dit_pass(
                 torch.cat([block.position_ids, block.unconditional_position_ids], dim=1),
                 torch.cat([block.cache_position, scratch]),
-                torch.cat([self.dit_mask(block.attention_mask), additive_mask(alone_mask, self.dtype)], dim=2),
+                torch.cat([self.dit_mask(block.attention_mask), self.dit_mask(alone_mask)], dim=2),
             )
         start, end = layout.max_prefix + (block.index - 1) * length, layout.max_prefix + (block.index + 1) * length
         mask = self.dit_mask(layout.context_mask(start, end, length))
@@ -248,7 +250,11 @@ class BlockSampler:
             )
             return velocity.chunk(2, dim=1)
         if commit is not None:
-            committed_latents = commit[1]
+            committed, committed_latents = commit
+            if committed.index + 1 != block.index:
+                raise ValueError(
+                    f"`commit` must be the block before block {block.index}, got block {committed.index}."
+                )
             timestep = torch.cat([torch.zeros_like(block.position_ids), timestep.expand_as(block.position_ids)], 1)
             inputs = torch.cat([committed_latents, latents], dim=1)
             velocity = self.run_transformer(inputs, timestep, self.block_pass(block, "commit"), step=True)
