@@ -14,6 +14,7 @@
 
 import json
 import os
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -59,6 +60,27 @@ CPU_LAUNCH = [
     "--dynamo_backend",
     "no",
 ]
+
+
+def can_mount() -> bool:
+    """Whether a command may run in its own mount namespace (`unshare`), where `on_tmpfs` mounts its folders."""
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def on_tmpfs(folder, options: str, command: list[str]) -> list[str]:
+    """
+    `command`, run with a tmpfs of mount `options` (`ro`: a read-only disk; `size=64k`: one that fills up) over
+    `folder`, in a private mount namespace: the file system refuses the writes, which permissions alone do not for
+    root.
+    """
+    mount = 'mount -t tmpfs -o "$0" tmpfs "$1" && shift && exec "$@"'
+    return ["unshare", "-rm", "sh", "-c", mount, options, str(folder), *command]
+
+
+needs_mounts = pytest.mark.skipif(not can_mount(), reason="needs `unshare` to mount a tmpfs")
 
 
 @dataclass

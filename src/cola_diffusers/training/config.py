@@ -180,12 +180,17 @@ class TrainingConfig:
     ema_decay: float | None = setting("Decay of an EMA of the trained weights, which become the final ones.", None)
     checkpoint_every: int | None = setting("Save `output_dir/checkpoint-{step}` every this many steps.", None)
     checkpoints_total_limit: int | None = setting(
-        "Keep at most this many checkpoints, deleting the oldest before a save; null keeps all.", None
+        "Keep at most this many checkpoints, deleting the oldest once a new one is complete; null keeps all.", None
     )
     resume_from: str | None = setting(
         'A `checkpoint-{step}` folder to continue from, or `"latest"`: the newest complete one in `output_dir`'
         " (none: start afresh).",
         None,
+    )
+    overwrite_output_dir: bool = setting(
+        "Train into an `output_dir` that holds a trained pipeline or checkpoints, replacing them; without it (or"
+        " `resume_from`) such a folder is refused.",
+        False,
     )
     report_to: str | None = setting(
         'accelerate tracker of the loss and learning rate: `"tensorboard"` (event files in `output_dir/logs`) or'
@@ -310,9 +315,11 @@ class TrainingConfig:
 
     def check_files(self):
         """
-        Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`, and
-        `ValueError` for a `train_file` of fewer lines than one optimiser step takes.
+        Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`,
+        `ValueError` for a `train_file` of fewer lines than one optimiser step takes, and for an `output_dir` that
+        cannot be written or that holds a run this one would overwrite.
         """
+        self.check_output_dir()
         dataset = self.packing or self.stage == "sft"
         paths = {} if dataset and not os.path.exists(self.train_file) else {"train_file": self.train_file}
         if self.resume_from != "latest":
@@ -331,6 +338,23 @@ class TrainingConfig:
                 f"`train_file` `{self.train_file}` has {num_lines} non-empty lines, fewer than one optimiser step "
                 f"takes (`batch_size` {self.batch_size} × `gradient_accumulation_steps` "
                 f"{self.gradient_accumulation_steps})."
+            )
+
+    def check_output_dir(self):
+        """Refuses an `output_dir` that cannot be written, or that holds a run unless resumed or overwritten."""
+        existing = os.path.abspath(self.output_dir)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            reason = "is not a folder" if not os.path.isdir(existing) else "cannot be written"
+            raise ValueError(f"`output_dir` `{self.output_dir}`: {existing} {reason}.")
+        if self.resume_from is not None or self.overwrite_output_dir or existing != os.path.abspath(self.output_dir):
+            return
+        held = [name for name in os.listdir(existing) if name == "model_index.json" or name.startswith("checkpoint-")]
+        if held:
+            raise ValueError(
+                f"`output_dir` `{self.output_dir}` holds a run ({sorted(held)[0]}); set `resume_from` to continue it"
+                " or `overwrite_output_dir` to replace it."
             )
 
 
