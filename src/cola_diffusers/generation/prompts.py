@@ -54,17 +54,20 @@ def check_prompt_characters(tokenizer: PreTrainedTokenizerBase, prompts: list[st
             )
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int | None = None, source: str = "prompt"
+) -> list[list[int]]:
     """
     Token ids of every prompt, as `tokenizers.Tokenizer.encode` gives them. A prompt that tokenizes to nothing or,
-    with `max_tokens`, to more than `max_tokens` tokens raises a `ValueError` (a [`PromptTooLongError`]).
+    with `max_tokens`, to more than `max_tokens` tokens raises a `ValueError` (a [`PromptTooLongError`]); errors
+    name the prompt as `source[index]` (`messages[index]` for rendered conversations).
     """
     if max_tokens is not None:
         check_prompt_characters(tokenizer, prompts, max_tokens)
     token_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     for index, ids in enumerate(token_ids):
         if len(ids) == 0:
-            raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
+            raise ValueError(f"`{source}[{index}]` tokenizes to no tokens; every prompt needs at least one.")
         if max_tokens is not None and len(ids) > max_tokens:
             raise PromptTooLongError(
                 f"`prompt[{index}]` has {len(ids)} tokens; at most {max_tokens} fit with the requested new tokens."

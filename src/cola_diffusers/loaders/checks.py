@@ -48,11 +48,26 @@ def check_model_config(model_class: type, values: dict, source: str):
             raise ValueError(f"{source}: `{name}` must be {JSON_TYPES[kind]}, got {json.dumps(value)}.")
 
 
+def read_json(path: str):
+    """The JSON value of the file `path`; a parse error names the file."""
+    with open(path, encoding="utf-8") as file:
+        try:
+            return json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not valid JSON: {error}.") from None
+
+
 def check_pipeline_folder(folder: str, model_classes: dict[str, type]):
     """
-    Raises before loading when a model of the diffusers-format `folder` (`model_classes`, by component name) has no
-    weight file or a config setting of the wrong type.
+    Raises before loading when a JSON file of the diffusers-format `folder` (its `model_index.json`, its components'
+    configs and tokenizer files) does not parse, or a model of `model_classes` (by component name) has no weight file
+    or a config setting of the wrong type.
     """
+    components = [entry.path for entry in os.scandir(folder) if entry.is_dir()]
+    for path in [os.path.join(folder, "model_index.json")] + [
+        entry.path for component in components for entry in os.scandir(component) if entry.name.endswith(".json")
+    ]:
+        read_json(path)
     for name, model_class in model_classes.items():
         subfolder = os.path.join(folder, name)
         if not os.path.isfile(os.path.join(subfolder, "config.json")):
@@ -60,12 +75,7 @@ def check_pipeline_folder(folder: str, model_classes: dict[str, type]):
         if not any(os.path.isfile(os.path.join(subfolder, file)) for file in WEIGHT_FILES):
             raise FileNotFoundError(f"{subfolder} holds no weights: {WEIGHT_FILES[0]} is missing.")
         config_file = os.path.join(subfolder, "config.json")
-        try:
-            with open(config_file, encoding="utf-8") as file:
-                values = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{config_file} is not valid JSON: line {error.lineno}: {error.msg}.") from None
-        check_model_config(model_class, values, config_file)
+        check_model_config(model_class, read_json(config_file), config_file)
 
 
 def check_loaded_weights(components: dict, source: str):
@@ -80,7 +90,9 @@ def check_loaded_weights(components: dict, source: str):
         missing = [key for key, tensor in tensors.items() if tensor.is_meta]
         if missing:
             raise ValueError(f"{source}: the {name} weights lack {missing[0]} ({len(missing)} tensor(s) missing).")
-        not_finite = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+        not_finite = [
+            key for key, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()
+        ]
         if not_finite:
             logger.warning(
                 f"{source}: {len(not_finite)} {name} tensor(s), {not_finite[0]} first, hold NaN or infinite values; "

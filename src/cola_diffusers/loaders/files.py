@@ -18,6 +18,7 @@
 import contextlib
 import errno
 import os
+import re
 import shutil
 
 from safetensors import SafetensorError
@@ -31,6 +32,9 @@ def write_failure(error: Exception, path: str) -> str:
     """Why writing under `path` failed, in a few words: the system's reason, else the disk's state."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
+    code = re.search(r"os error (\d+)", str(error))  # safetensors' I/O errors
+    if code:
+        return os.strerror(int(code[1]))
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     with contextlib.suppress(OSError):
         if shutil.disk_usage(folder).free == 0:

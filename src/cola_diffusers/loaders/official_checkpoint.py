@@ -29,7 +29,7 @@ from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
 from .checks import check_loaded_weights, check_pipeline_folder
 from .dtypes import component_dtype, resolve_dtype
-from .hub import official_snapshot
+from .hub import hub_download_kwargs, official_snapshot
 from .layout import OFFICIAL_DIT_FOLDER, OFFICIAL_TOKENIZER_FILE, OFFICIAL_VAE_FOLDER, is_official_layout
 from .tokenizer import DEFAULT_MAX_SEQUENCE_LENGTH, load_tokenizer
 
@@ -343,6 +343,7 @@ class FromOfficialLayoutMixin:
             raise ValueError("Pass either `dtype` or `torch_dtype`, not both.")
         dtype = resolve_dtype(kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None))
         name = str(pretrained_model_name_or_path)
+        kwargs = hub_download_kwargs(name, kwargs)
         folder = official_snapshot(name, **kwargs)
         if folder is not None and is_official_layout(folder):
             if kwargs.get("device_map") is not None:

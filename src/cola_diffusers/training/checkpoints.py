@@ -18,10 +18,12 @@
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 
 from accelerate import Accelerator
+from safetensors import SafetensorError
 
 from ..loaders.files import reported_write_errors
 from .config import TrainingConfig
@@ -48,7 +50,9 @@ def partial_checkpoints(output_dir: str) -> list[str]:
     if not os.path.isdir(output_dir):
         return []
     names = sorted(name for name in os.listdir(output_dir) if name.endswith(PARTIAL_SUFFIX))
-    return [os.path.join(output_dir, name) for name in names if CHECKPOINT.fullmatch(name.removesuffix(PARTIAL_SUFFIX))]
+    return [
+        os.path.join(output_dir, name) for name in names if CHECKPOINT.fullmatch(name.removesuffix(PARTIAL_SUFFIX))
+    ]
 
 
 def resolve_resume(config: TrainingConfig) -> str | None:
@@ -81,7 +85,7 @@ def resume_state(accelerator: Accelerator, config: TrainingConfig) -> tuple[int,
         accelerator.load_state(folder)
         with open(os.path.join(folder, TRAINING_STATE)) as file:
             state = json.load(file)
-    except (OSError, RuntimeError, ValueError, KeyError) as error:
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         raise ValueError(f"`resume_from`: cannot load the checkpoint {folder} ({reason}).") from error
     return state["step"], state.get("losses", [])

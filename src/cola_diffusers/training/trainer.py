@@ -28,13 +28,13 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..loaders.checks import check_model_config
+from ..loaders.files import reported_write_errors
 from ..loaders.tokenizer import load_tokenizer
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
-from ..loaders.checks import check_model_config
-from ..loaders.files import reported_write_errors
 from .checkpoints import resume_state, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .dataloaders import make_dataloader, sft_stop_token_id
