@@ -25,6 +25,12 @@ from .presets import PRESETS
 
 
 OPTIMIZER_NAMES = ("adamw", "sgd")
+# The official pretraining's optimiser, which `torch.optim.Muon` does not reproduce.
+MUON_REFUSAL = (
+    '`optimizer` "muon" (the official pretraining\'s Muon with AdamW) is not available: torch.optim.Muon\'s update'
+    " differs from the official one (one Newton-Schulz coefficient triple instead of the five Polar Express ones,"
+    " no NorMuon second-moment scaling, decoupled instead of cautious weight decay); use \"adamw\"."
+)
 # diffusers' `get_scheduler` names (`diffusers.optimization.SchedulerType`), listed here so that checking needs no torch.
 LR_SCHEDULERS = (
     "constant",
@@ -115,7 +121,9 @@ class TrainingConfig:
     )
     batch_size: int = setting("Rows per micro-batch and process.", 16)
     gradient_accumulation_steps: int = setting("Micro-batches per optimiser step.", 1)
-    optimizer: str = setting('`"adamw"` or `"sgd"`.', "adamw")
+    optimizer: str = setting(
+        '`"adamw"` or `"sgd"`; the official pretraining\'s Muon is refused (docs/training.md says why).', "adamw"
+    )
     learning_rate: float = setting("Peak learning rate.", 3e-4)
     lr_scheduler: str = setting(
         "Learning-rate schedule, a name of diffusers' `get_scheduler`: "
@@ -224,6 +232,8 @@ class TrainingConfig:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:
             raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
+        if self.optimizer == "muon":
+            raise ValueError(MUON_REFUSAL)
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
         if self.lr_scheduler not in LR_SCHEDULERS:
