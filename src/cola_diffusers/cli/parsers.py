@@ -143,7 +143,10 @@ def add_eval_parser(commands):
 
 def add_eval_run_parser(eval_commands):
     parser = eval_commands.add_parser(
-        "run", parents=[OUTPUT_FLAGS], help="Generate the answers of benchmark tasks.", formatter_class=DefaultsFormatter
+        "run",
+        parents=[OUTPUT_FLAGS],
+        help="Generate the answers of benchmark tasks.",
+        formatter_class=DefaultsFormatter,
     )
     add_model_arguments(parser, device="the process's accelerator, else the CPU")
     parser.add_argument(

@@ -27,9 +27,9 @@ from .presets import PRESETS
 OPTIMIZER_NAMES = ("adamw", "sgd")
 # The official pretraining's optimiser, which `torch.optim.Muon` does not reproduce.
 MUON_REFUSAL = (
-    '`optimizer` "muon" (the official pretraining\'s Muon with AdamW) is not available: torch.optim.Muon\'s update'
+    "`optimizer` \"muon\" (the official pretraining's Muon with AdamW) is not available: torch.optim.Muon's update"
     " differs from the official one (one Newton-Schulz coefficient triple instead of the five Polar Express ones,"
-    " no NorMuon second-moment scaling, decoupled instead of cautious weight decay); use \"adamw\"."
+    ' no NorMuon second-moment scaling, decoupled instead of cautious weight decay); use "adamw".'
 )
 # diffusers' `get_scheduler` names (`diffusers.optimization.SchedulerType`), listed here so that checking needs no torch.
 LR_SCHEDULERS = (
