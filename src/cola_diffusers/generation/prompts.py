@@ -101,9 +101,15 @@ def check_messages(conversation: list[dict]):
 
 
 def render_chat(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict] | list[list[dict]], chat_format: ChatFormat
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict] | list[list[dict]],
+    chat_format: ChatFormat,
+    add_generation_prompt: bool = True,
 ) -> list[str]:
-    """The prompt text of every conversation, rendered by the chat template of `chat_format`."""
+    """
+    The prompt text of every conversation, rendered by the chat template of `chat_format`: followed by the start of
+    the assistant's turn, or, without `add_generation_prompt`, ending inside its last (assistant) message.
+    """
     missing = [token for token in chat_format.required_tokens if token not in tokenizer.get_vocab()]
     if missing:
         raise ValueError(f"This chat format needs a tokenizer with the tokens {missing}; pick another `chat_format`.")
@@ -114,7 +120,11 @@ def render_chat(
         try:
             texts.append(
                 tokenizer.apply_chat_template(
-                    conversation, chat_template=chat_format.template, tokenize=False, add_generation_prompt=True
+                    conversation,
+                    chat_template=chat_format.template,
+                    tokenize=False,
+                    add_generation_prompt=add_generation_prompt,
+                    continue_final_message=not add_generation_prompt,
                 )
             )
         except TemplateError as error:
