@@ -24,13 +24,7 @@ import typing
 from .presets import PRESETS
 
 
-OPTIMIZER_NAMES = ("adamw", "sgd")
-# The official pretraining's optimiser, which `torch.optim.Muon` does not reproduce.
-MUON_REFUSAL = (
-    "`optimizer` \"muon\" (the official pretraining's Muon with AdamW) is not available: torch.optim.Muon's update"
-    " differs from the official one (one Newton-Schulz coefficient triple instead of the five Polar Express ones,"
-    ' no NorMuon second-moment scaling, decoupled instead of cautious weight decay); use "adamw".'
-)
+OPTIMIZER_NAMES = ("adamw", "sgd", "muon")
 # diffusers' `get_scheduler` names (`diffusers.optimization.SchedulerType`), listed here so that checking needs no torch.
 LR_SCHEDULERS = (
     "constant",
@@ -122,9 +116,16 @@ class TrainingConfig:
     batch_size: int = setting("Rows per micro-batch and process.", 16)
     gradient_accumulation_steps: int = setting("Micro-batches per optimiser step.", 1)
     optimizer: str = setting(
-        '`"adamw"` or `"sgd"`; the official pretraining\'s Muon is refused (docs/training.md says why).', "adamw"
+        '`"adamw"`, `"sgd"` or `"muon"`: the official pretraining\'s Muon on the matrices (at `learning_rate`, with'
+        " `weight_decay`) and AdamW on the other parameters (at `scalar_learning_rate`, without weight decay).",
+        "adamw",
     )
     learning_rate: float = setting("Peak learning rate.", 3e-4)
+    scalar_learning_rate: float | None = setting(
+        'With `optimizer` `"muon"`: the AdamW learning rate of the parameters that are not matrices (the official'
+        " 0.3, against 0.02 for the matrices); null: `learning_rate`.",
+        None,
+    )
     lr_scheduler: str = setting(
         "Learning-rate schedule, a name of diffusers' `get_scheduler`: "
         + ", ".join(f"`{n}`" for n in LR_SCHEDULERS)
@@ -232,8 +233,6 @@ class TrainingConfig:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:
             raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
-        if self.optimizer == "muon":
-            raise ValueError(MUON_REFUSAL)
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
         if self.lr_scheduler not in LR_SCHEDULERS:

@@ -39,6 +39,7 @@ from .checkpoints import resume_state, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .dataloaders import make_dataloader, sft_stop_token_id
 from .objective import StageObjective, student_sigmas
+from .optim import MuonAdamW
 
 
 logger = logging.getLogger(__name__)
@@ -259,7 +260,16 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
 
 
 def make_optimizer(config: TrainingConfig, trained: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW with the configured betas and ε, or SGD, over the trained model's parameters."""
+    """AdamW with the configured betas and ε, SGD, or the official Muon with AdamW, over the trained model."""
+    if config.optimizer == "muon":
+        return MuonAdamW.for_model(
+            trained,
+            lr=config.learning_rate,
+            scalar_lr=config.scalar_learning_rate or config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
     if config.optimizer == "sgd":
         return torch.optim.SGD(trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     return torch.optim.AdamW(
