@@ -174,6 +174,17 @@ class TrainingConfig:
     pad_with_stop: bool = setting(
         "SFT, chatml: pad with `<|im_end|>` (true) or `<|pad|>`; `text` always pads with its stop token.", True
     )
+    boundary_mode: str = setting(
+        'SFT: which prompt latents are pure noise so that the next turn does not leak: `"token"` (those after a'
+        ' response latent of their block, the official default) or `"block"` (every prompt latent of a block that'
+        " starts with a response latent, the official legacy rule).",
+        "token",
+    )
+    loss_mode: str = setting(
+        'SFT: `"sft"` trains on the response latents only; `"all_token"` also noises and trains on the clean prompt'
+        " latents, as the official option of that name.",
+        "sft",
+    )
     gen_length: int = setting("Distillation: new tokens the teacher generates per prompt.", 32)
     teacher_num_inference_steps: int = setting("Distillation: the teacher's steps per block.", 16)
     teacher_guidance_scale: float = setting(
@@ -261,6 +272,11 @@ class TrainingConfig:
             raise ValueError(
                 f"`block_size_probs` must hold one non-negative weight per `block_sizes` entry "
                 f"({len(self.block_sizes)}), not all zero, got {probs}."
+            )
+        if self.boundary_mode not in ("token", "block") or self.loss_mode not in ("sft", "all_token"):
+            raise ValueError(
+                f'`boundary_mode` must be "token" or "block" and `loss_mode` "sft" or "all_token", got '
+                f"{json.dumps(self.boundary_mode)} and {json.dumps(self.loss_mode)}."
             )
         if self.noise_level_per not in ("block", "sample"):
             raise ValueError(f'`noise_level_per` must be "block" or "sample", got {self.noise_level_per!r}.')
