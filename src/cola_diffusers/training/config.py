@@ -175,16 +175,11 @@ class TrainingConfig:
         "SFT, chatml: pad with `<|im_end|>` (true) or `<|pad|>`; `text` always pads with its stop token.", True
     )
     boundary_mode: str = setting(
-        'SFT: which prompt latents are pure noise so that the next turn does not leak: `"token"` (those after a'
-        ' response latent of their block, the official default) or `"block"` (every prompt latent of a block that'
-        " starts with a response latent, the official legacy rule).",
+        'SFT: the prompt latents that are pure noise, `"token"` (after a response latent of their block) or `"block"`'
+        " (all of a block that starts with a response latent), as the official option.",
         "token",
     )
-    loss_mode: str = setting(
-        'SFT: `"sft"` trains on the response latents only; `"all_token"` also noises and trains on the clean prompt'
-        " latents, as the official option of that name.",
-        "sft",
-    )
+    loss_mode: str = setting('SFT: `"sft"` (response latents only) or `"all_token"` (prompt latents too).', "sft")
     gen_length: int = setting("Distillation: new tokens the teacher generates per prompt.", 32)
     teacher_num_inference_steps: int = setting("Distillation: the teacher's steps per block.", 16)
     teacher_guidance_scale: float = setting(
@@ -244,10 +239,11 @@ class TrainingConfig:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:
             raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
-        if self.optimizer not in OPTIMIZER_NAMES:
-            raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise ValueError(f"`lr_scheduler` must be one of {list(LR_SCHEDULERS)}, got {self.lr_scheduler!r}.")
+        choices = {"optimizer": OPTIMIZER_NAMES, "lr_scheduler": LR_SCHEDULERS, "noise_level_per": ("block", "sample")}
+        choices.update(boundary_mode=("token", "block"), loss_mode=("sft", "all_token"))
+        for name, names in choices.items():
+            if getattr(self, name) not in names:
+                raise ValueError(f"`{name}` must be one of {list(names)}, got {getattr(self, name)!r}.")
         if self.report_to is not None and self.report_to not in TRACKERS:
             raise ValueError(f"`report_to` must be one of {list(TRACKERS)} or null, got {self.report_to!r}.")
         if self.lr_warmup_steps < 0:
@@ -273,13 +269,6 @@ class TrainingConfig:
                 f"`block_size_probs` must hold one non-negative weight per `block_sizes` entry "
                 f"({len(self.block_sizes)}), not all zero, got {probs}."
             )
-        if self.boundary_mode not in ("token", "block") or self.loss_mode not in ("sft", "all_token"):
-            raise ValueError(
-                f'`boundary_mode` must be "token" or "block" and `loss_mode` "sft" or "all_token", got '
-                f"{json.dumps(self.boundary_mode)} and {json.dumps(self.loss_mode)}."
-            )
-        if self.noise_level_per not in ("block", "sample"):
-            raise ValueError(f'`noise_level_per` must be "block" or "sample", got {self.noise_level_per!r}.')
         if any(self.max_length % size for size in self.block_sizes):
             raise ValueError(f"`max_length` ({self.max_length}) must be a multiple of every `block_sizes` entry.")
 
