@@ -42,7 +42,10 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def add_output_flags(parser: argparse.ArgumentParser, default=argparse.SUPPRESS):
-    """`--debug` and `--verbose`, before a sub-command or after it (where they leave an earlier one as it was)."""
+    """
+    `--debug` and `--verbose`: on the main parser (off by default) and on every sub-command, where they default to
+    unset, so that a flag given before the sub-command holds.
+    """
     parser.add_argument(
         "--debug",
         action="store_true",
