@@ -199,3 +199,21 @@ def test_convert_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(f"error: Cannot write {output}: No space left on device.")
+
+
+def poison_a_weight(folder):
+    path = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(path)
+    name = sorted(key for key, tensor in weights.items() if tensor.is_floating_point())[0]
+    weights[name][0] = float("nan")
+    save_file(weights, path)
+
+
+@pytest.mark.slow
+def test_weights_that_are_not_finite_are_warned_about(tmp_path):
+    folder = broken_model(tmp_path / "nan", poison_a_weight)
+    result = subprocess.run(
+        [*COMMAND, "generate", "1234>", "--model", folder], env=ENVIRONMENT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{folder}: 1 vae tensor(s)" in result.stderr and "hold NaN or infinite values" in result.stderr
