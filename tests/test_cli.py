@@ -303,6 +303,7 @@ def test_generate_and_eval_default_to_the_pipelines_gen_length():
     )
 
 
+@pytest.mark.slow
 def test_demo_names_the_demo_model_beside_a_folder_of_that_name(tmp_path):
     # What `eval run --output demo` leaves behind: a folder named `demo` that holds no model.
     (tmp_path / "demo").mkdir()

@@ -149,6 +149,7 @@ def test_the_validation_loss_is_logged_with_fixed_noise(corpus_file, tmp_path): 
     assert history == pytest.approx(plain, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_line_training_needs_no_datasets_and_packing_says_how_to_get_it(corpus_file, tmp_path):  # noqa: F811
     # `datasets` is an extra: hidden from a fresh interpreter, line-by-line training still runs.
     config = tiny_config("prior", corpus_file, tmp_path / "out")
