@@ -74,6 +74,7 @@ def main():
                 train_file=corpus,
                 packing=True,
                 output_dir=args.output,
+                overwrite_output_dir=True,  # the fixture is rebuilt in place
                 tokenizer_file=tokenizer_file,
                 max_length=32,
                 batch_size=32,

@@ -66,6 +66,8 @@ COMMON = {
     "batch_size": 64,
     "learning_rate": 1e-3,
     "log_every": 100,
+    # A rebuild in the same work folder replaces the earlier build.
+    "overwrite_output_dir": True,
 }
 
 
@@ -157,6 +159,7 @@ def distill(work_dir: str, teacher: str, output: str, args: argparse.Namespace):
             learning_rate=2e-4,
             max_steps=args.distill_steps,
             log_every=100,
+            overwrite_output_dir=True,  # a rebuild reuses the teacher's couplings of the work folder
         )
     )
     save(pipe, output)

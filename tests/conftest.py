@@ -12,10 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-import json
 import os
-import sys
-import time
+
+
+# One thread per process unless OMP_NUM_THREADS says otherwise: the suite's tensors are tiny, and on a busy machine
+# more threads than free cores make it several times slower. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,9 @@ from cola_diffusers import (
     FlowMatchBlockCausalScheduler,
 )
 from cola_diffusers.loaders.tokenizer import load_tokenizer
+
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 # The one place the tests find the repository and `tests/fixtures/` from, whatever subfolder a test module is in.
@@ -69,6 +79,27 @@ CPU_LAUNCH = [
     "--dynamo_backend",
     "no",
 ]
+
+
+def can_mount() -> bool:
+    """Whether a command may run in its own mount namespace (`unshare`), where `on_tmpfs` mounts its folders."""
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def on_tmpfs(folder, options: str, command: list[str]) -> list[str]:
+    """
+    `command`, run with a tmpfs of mount `options` (`ro`: a read-only disk; `size=64k`: one that fills up) over
+    `folder`, in a private mount namespace: the file system refuses the writes, which permissions alone do not for
+    root.
+    """
+    mount = 'mount -t tmpfs -o "$0" tmpfs "$1" && shift && exec "$@"'
+    return ["unshare", "-rm", "sh", "-c", mount, options, str(folder), *command]
+
+
+needs_mounts = pytest.mark.skipif(not can_mount(), reason="needs `unshare` to mount a tmpfs")
 
 
 @dataclass

@@ -76,7 +76,10 @@ def test_help_and_argument_errors_import_no_heavy_module():
     "arguments,message",
     [
         (["generate", "x", "--model", "./nope"], "'./nope' is neither a checkpoint folder, a Hub repo id"),
-        (["generate", "x", "--model", "ByteDance-Seed/Cola-DLM"], "Cannot reach the Hub for ByteDance-Seed/Cola-DLM"),
+        (
+            ["generate", "x", "--model", "ByteDance-Seed/Cola-DLM"],
+            "ByteDance-Seed/Cola-DLM is not in the local Hub cache and HF_HUB_OFFLINE is set: pass a local folder",
+        ),
         (["generate", ""], "Prompt 0 is empty"),
         (["generate"], "Give a prompt, several prompts, or --prompt-file"),
         (["generate", "a", "b", "--stream"], "--stream prints one prompt's text"),
@@ -291,6 +294,7 @@ def test_generate_and_eval_default_to_the_pipelines_gen_length():
     )
 
 
+@pytest.mark.slow
 def test_demo_names_the_demo_model_beside_a_folder_of_that_name(tmp_path):
     # What `eval run --output demo` leaves behind: a folder named `demo` that holds no model.
     (tmp_path / "demo").mkdir()
@@ -310,4 +314,57 @@ def test_help_names_defaults_without_paths():
     for name in ("generate", "serve"):
         text = commands[name].format_help()
         assert "(default: demo)" in text and "reverse_digits" not in text
+        # Only defaults there are, once: none for unset options and flags, none where the help states its own.
+        assert "(default: None)" not in text and "(default: False)" not in text
+        assert "else 16. (default" not in " ".join(text.split())
     assert "The port to listen on." in commands["serve"].format_help()
+
+
+def test_debug_and_verbose_are_taken_after_the_subcommand_too():
+    from cola_diffusers.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["generate", "x", "--debug"]).debug
+    assert parser.parse_args(["--debug", "generate", "x"]).debug
+    assert parser.parse_args(["eval", "score", "out", "--verbose"]).verbose
+    assert not parser.parse_args(["generate", "x"]).debug
+
+
+@pytest.mark.slow
+def test_generate_streams_json_lines_one_per_block():
+    result = run("generate", "1234>", "--output", "json", "--stream", "--gen-length", "8")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["block"] for line in lines] == [0, 1]
+    assert "".join(line["text"] for line in lines) == "4321" and lines[-1]["finished"]
+
+
+@pytest.mark.slow
+def test_generate_is_quiet_unless_verbose():
+    quiet = run("generate", "1234>", "--scheduler", "unipc", "--steps", "8")
+    assert quiet.returncode == 0 and quiet.stdout == "4321\n" and quiet.stderr == "", quiet.stderr
+    verbose = run("generate", "1234>", "--scheduler", "unipc", "--steps", "8", "--verbose")
+    assert verbose.stdout == "4321\n" and "Loading pipeline components" in verbose.stderr
+
+
+@pytest.mark.slow
+def test_settings_the_model_was_not_trained_with_and_unknown_characters_warn():
+    result = run("generate", "abc>", "--block-length", "2", "--max-model-len", "200", "--gen-length", "8")
+    assert result.returncode == 0, result.stderr
+    assert "--block-length 2 differs from the block size the model was trained with (4)" in result.stderr
+    assert "--max-model-len 200 is beyond the 128 tokens the model was trained on" in result.stderr
+    assert "prompt 0 holds characters the tokenizer does not know; they are read as <|pad|>" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_fails_within_seconds_without_retries():
+    environment = {name: value for name, value in ENVIRONMENT.items() if name != "HF_HUB_OFFLINE"}
+    environment["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    result = subprocess.run(
+        [*COMMAND, "generate", "1>", "--model", "owner/name"], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "Retrying" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "Cannot reach the Hub for owner/name, and it is not in the local cache" in line
+    assert "HF_HUB_OFFLINE" not in line and time.monotonic() - started < 25

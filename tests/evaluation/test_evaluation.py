@@ -245,3 +245,24 @@ def test_noise_is_seeded_per_record_and_block_as_the_official_driver():
         assert torch.equal(noise[block * block_length : (block + 1) * block_length], expected)
     # A text id (SQuAD's) counts as its CRC-32.
     assert record_seed("56be4db0acb8001400a502ec") == zlib.crc32(b"56be4db0acb8001400a502ec") and record_seed("7") == 7
+
+
+@pytest.mark.slow
+def test_more_seeds_on_a_finished_run_generate_only_the_new_ones(tmp_path):
+    command = [sys.executable, "-m", "cola_diffusers.cli", "eval", "run", "--tasks", "reverse_digits", "--limit", "4"]
+    command += ["--output", str(tmp_path / "run"), "--gen-length", "8"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = [json.loads(line) for line in (tmp_path / "run" / "reverse_digits.jsonl").read_text().splitlines()]
+    more = subprocess.run([*command, "--resume", "--seeds", "2"], capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    after = [json.loads(line) for line in (tmp_path / "run" / "reverse_digits.jsonl").read_text().splitlines()]
+    assert [record for record in after if record["seed"] == 66] == before
+    assert sorted({record["seed"] for record in after}) == [66, 67] and len(after) == 8
+
+    # Scoring into another folder leaves the results' folder as it was.
+    names = sorted(os.listdir(tmp_path / "run"))
+    score = [sys.executable, "-m", "cola_diffusers.cli", "eval", "score", str(tmp_path / "run")]
+    scored = subprocess.run([*score, "--output", str(tmp_path / "scores")], capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr
+    assert sorted(os.listdir(tmp_path / "run")) == names and (tmp_path / "scores" / "accuracy_summary.csv").exists()

@@ -26,7 +26,7 @@ import torch
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH, demo_prompt
 
-from ..conftest import FIXTURES, save_distilled_checkpoint
+from ..conftest import FIXTURES, make_chat_pipeline, save_distilled_checkpoint
 
 
 pytest.importorskip("lm_eval")
@@ -35,6 +35,7 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model, model_registry  # noqa: E402
 
 from cola_diffusers.evaluation.lm_eval_model import ColaDLMEvalModel, generation_settings  # noqa: E402
+from cola_diffusers.generation.chat import CHAT_FORMATS  # noqa: E402
 
 
 TASKS_DIR = str(FIXTURES / "lm_eval_tasks")
@@ -60,10 +61,12 @@ def test_cola_dlm_is_registered_next_to_lm_eval_models():
 
 
 @pytest.mark.slow
-def test_lm_eval_command_line_scores_the_demo_task(pipe, tmp_path):
+@pytest.mark.parametrize("chat", [[], ["--apply_chat_template"]], ids=["prompts", "chat_template"])
+def test_lm_eval_command_line_scores_the_demo_task(pipe, tmp_path, chat):
+    # With --apply_chat_template, the demo model's plain chat format sends the one user message verbatim.
     model_args = f"pretrained={DEMO_MODEL_PATH},steps=16,guidance_scale=7,batch_size=8,dtype=float32"
     command = [sys.executable, "-m", "cola_diffusers.evaluation.lm_eval_model", "--model", "cola_dlm"]
-    command += ["--model_args", model_args, "--tasks", "cola_demo_reverse", "--include_path", TASKS_DIR]
+    command += ["--model_args", model_args, "--tasks", "cola_demo_reverse", "--include_path", TASKS_DIR, *chat]
     command += ["--device", "cpu", "--output_path", str(tmp_path / "results"), "--log_samples"]
     offline = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
     result = subprocess.run(
@@ -174,3 +177,28 @@ def test_likelihood_requests_are_refused_with_the_reason(pipe):
         model.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("1234>4321",), 0)])
     with pytest.raises(ValueError, match="non-empty prompt"):
         model.generate_until([request("1234>", {}), request("", {"until": ["\n"]})])
+
+
+def test_chat_templates_are_the_checkpoints_chat_format():
+    chat = make_chat_pipeline(extra_tokens=["■"])
+    chat.register_to_config(chat_format="text")
+    model = ColaDLMEvalModel(chat, device="cpu")
+    history = [{"role": "user", "content": "the river"}, {"role": "assistant", "content": "runs"}]
+    assert model.apply_chat_template(history[:1]) == "User: the river\nAssistant: "
+    # A prefilled answer (lm-eval's `gen_prefix`) is continued, not closed.
+    assert model.apply_chat_template(history, add_generation_prompt=False).endswith("Assistant: runs")
+    assert model.chat_template(True) == CHAT_FORMATS["text"].template and model.chat_template(False) is None
+    assert model.tokenizer_name.endswith("-text")
+
+
+def test_prompts_longer_than_the_context_keep_their_last_tokens(pipe, caplog):
+    context = "5" * 200 + "1234>"
+    ids = pipe.tokenize(context)[0]
+    assert len(ids) + 4 > pipe.max_sequence_length
+    generator = [torch.Generator().manual_seed(SEED)]
+    kept = ids[-(pipe.max_sequence_length - 4) :]
+    expected = pipe(prompt_token_ids=[kept], gen_length=4, generator=generator, **FAST).texts
+    model = ColaDLMEvalModel(pipe, steps=4, guidance_scale=7, device="cpu")
+    with caplog.at_level("WARNING"):
+        assert model.generate_until([request(context, {"max_gen_toks": 4})], disable_tqdm=True) == expected
+    assert f"keeps the last {pipe.max_sequence_length - 4} tokens" in caplog.text

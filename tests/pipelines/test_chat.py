@@ -154,6 +154,9 @@ def test_bad_chat_inputs_are_named(chat_pipe, base_pipe):
         chat_pipe("hi", chat_format="text", gen_length=4)
     with pytest.raises(ValueError, match="Every message of the conversation is empty"):
         chat_pipe(messages=[{"role": "system", "content": " "}, {"role": "user", "content": ""}], gen_length=4)
+    # One empty user message is sent verbatim: the error names the conversation, not a prompt.
+    with pytest.raises(ValueError, match="`messages\\[0\\]` tokenizes to no tokens"):
+        chat_pipe(messages=[{"role": "user", "content": ""}], gen_length=4)
     # The fixture's tokenizer has no `<|im_start|>`: ChatML is refused, the other formats work.
     with pytest.raises(ValueError, match="needs a tokenizer with the tokens \\['<\\|im_start\\|>'\\]"):
         base_pipe(messages=QUESTION, chat_format="chatml", gen_length=4)

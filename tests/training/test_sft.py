@@ -206,18 +206,42 @@ def test_sft_noisy_copy_follows_the_turn_boundary_rule():
         assert weight.tolist() == loss_mask.float().tolist()
 
 
-def official_noisy_sample(z_0, roles, t, z_1, block_size, T=1000.0):
-    """The official `build_noisy_sample` (token boundaries, SFT loss), one position at a time."""
+def official_noisy_sample(z_0, roles, t, z_1, block_size, T=1000.0, boundary_mode="token", loss_mode="sft"):
+    """The official `build_noisy_sample`, one position at a time."""
     z_noisy, ts, loss = z_0.clone(), torch.zeros(len(roles)), torch.zeros(len(roles))
+    noised = (1 - t) * z_0 + t * z_1
     for start in range(0, len(roles), block_size):
+        block = roles[start : start + block_size]
+        # The block rule: a block with both roles whose first response comes before its first prompt.
+        rp_boundary = any(block) and not all(block) and block[0]
         seen_r = False
         for pos in range(start, min(start + block_size, len(roles))):
-            if roles[pos]:
-                seen_r = True
-                z_noisy[pos], ts[pos], loss[pos] = (1 - t) * z_0[pos] + t * z_1[pos], t * T, 1.0
-            elif seen_r:
+            seen_r = seen_r or bool(roles[pos])
+            leaking = seen_r if boundary_mode == "token" else rp_boundary
+            if roles[pos] or (not leaking and loss_mode == "all_token"):
+                z_noisy[pos], ts[pos], loss[pos] = noised[pos], t * T, 1.0
+            elif leaking:
                 z_noisy[pos], ts[pos] = z_1[pos], t * T
     return z_noisy, ts, loss
+
+
+@pytest.mark.parametrize("boundary_mode", ["token", "block"])
+@pytest.mark.parametrize("loss_mode", ["sft", "all_token"])
+def test_sft_noisy_copy_follows_the_official_boundary_and_loss_modes(boundary_mode, loss_mode):
+    generator = torch.Generator().manual_seed(0)
+    roles = torch.rand(6, 16, generator=generator) < 0.5
+    clean, noise = torch.randn(6, 16, 3, generator=generator), torch.randn(6, 16, 3, generator=generator)
+    sigma = torch.rand(6, generator=generator)
+    block_sizes = torch.tensor([1, 2, 4, 8, 16, 4])
+    modes = {"boundary_mode": boundary_mode, "loss_mode": loss_mode}
+    noisy, timestep, weight = sft_noisy_copy(clean, noise, sigma, roles, roles, block_sizes, **modes)
+    for row in range(6):
+        expected = official_noisy_sample(
+            clean[row], roles[row].tolist(), sigma[row].item(), noise[row], block_sizes[row].item(), **modes
+        )
+        torch.testing.assert_close(noisy[row], expected[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(timestep[row], expected[1], rtol=1e-6, atol=1e-4)
+        assert weight[row].tolist() == expected[2].tolist()
 
 
 SFT_CONVERSATIONS = [

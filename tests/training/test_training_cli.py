@@ -89,7 +89,7 @@ def bad_config_runs(tmp_path_factory):
         )
     results = {}
     for case, (path, process) in processes.items():
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=300)
         results[case] = path, process.returncode, stdout, stderr
     return results
 

@@ -23,7 +23,14 @@ import argparse
 import os
 
 from .commands import load_pipeline
-from .parsers import add_convert_parser, add_eval_parser, add_generate_parser, add_serve_parser, add_train_parser
+from .parsers import (
+    add_convert_parser,
+    add_eval_parser,
+    add_generate_parser,
+    add_output_flags,
+    add_serve_parser,
+    add_train_parser,
+)
 
 
 __all__ = ["build_parser", "load_pipeline", "main"]
@@ -31,9 +38,7 @@ __all__ = ["build_parser", "load_pipeline", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cola-diffusers", description="Cola-DLM text generation with diffusers.")
-    parser.add_argument(
-        "--debug", action="store_true", help="Show the traceback of an error (or set COLA_DIFFUSERS_DEBUG=1)."
-    )
+    add_output_flags(parser, default=False)
     commands = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(commands)
     add_serve_parser(commands)

@@ -17,11 +17,12 @@
 import argparse
 import math
 import os
+import re
 import sys
 
 from ..demo import DEMO_MODELS
 from ..generation.chat import CHAT_FORMATS
-from ..generation.inputs import DEFAULTS, MAX_SEED
+from ..generation.inputs import DEFAULTS, LIMITS, MAX_SEED
 from ..loaders.layout import REPO_ID, is_official_layout
 from ..schedulers import SCHEDULERS
 
@@ -94,22 +95,53 @@ def official_checkpoint(value: str) -> str:
     return value
 
 
+def integer(value: str) -> int:
+    """An integer, refused in argparse's one line otherwise."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {value!r}") from None
+
+
+def finite_float(value: str) -> float:
+    """A finite number: nan and inf are refused."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    return number
+
+
 def positive_int(value: str) -> int:
-    number = int(value)
+    number = integer(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
     return number
 
 
+def int_range(low: int, high: int):
+    """The type of an integer from `low` to `high`."""
+
+    def bounded_int(value: str) -> int:
+        number = integer(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {value}")
+        return number
+
+    return bounded_int
+
+
 def non_negative_float(value: str) -> float:
-    number = float(value)
+    number = finite_float(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return number
 
 
 def probability(value: str) -> float:
-    number = float(value)
+    number = finite_float(value)
     if not 0 < number <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return number
@@ -131,6 +163,17 @@ def seed_or_random(value: str) -> int | None:
     return int(value)
 
 
+# torch's device names: a type, then an optional index (`cpu`, `cuda`, `cuda:1`, `mps`, `xpu:0`).
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu|npu|hpu|mtia)(:\d+)?")
+
+
+def device_name(value: str) -> str:
+    """A torch device name; whether this machine has it is checked before the model loads."""
+    if not DEVICE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"must be a device such as cpu, cuda, cuda:1 or mps, got {value!r}")
+    return value
+
+
 def environment(name: str, default, kind=str):
     """The official adapter's `COLA_*` environment variable `name` as a default, else `default`."""
     value = os.environ.get(name)
@@ -146,7 +189,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, device: str = "CUDA whe
         " its one-step student).",
     )
     add_dtype_argument(parser)
-    parser.add_argument("--device", help=f"Where the model runs; default {device}.")
+    parser.add_argument("--device", type=device_name, help=f"Where the model runs; default {device}.")
 
 
 def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens: str):
@@ -158,16 +201,21 @@ def add_context_arguments(parser: argparse.ArgumentParser, chat: str, new_tokens
     )
     parser.add_argument(
         "--max-model-len",
-        type=positive_int,
+        type=int_range(2, LIMITS.max_sequence_length),
         help=f"Prompt plus {new_tokens} at most; default the checkpoint's, else 4096.",
     )
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, gen_length: int):
-    parser.add_argument("--gen-length", type=positive_int, default=gen_length, help="New tokens per prompt.")
+    parser.add_argument(
+        "--gen-length",
+        type=int_range(1, LIMITS.max_sequence_length - 1),
+        default=gen_length,
+        help="New tokens per prompt.",
+    )
     parser.add_argument(
         "--steps",
-        type=positive_int,
+        type=int_range(1, LIMITS.num_inference_steps),
         help=f"Denoising steps per block; default the checkpoint's, else {DEFAULTS.num_inference_steps}.",
     )
     parser.add_argument(

@@ -14,9 +14,64 @@
 
 """What each sub-command does; each imports torch, diffusers and the rest of what it needs when it runs."""
 
+import contextlib
 import json
 import os
+import re
 import socket
+import sys
+
+
+# The flag of each pipeline argument, so that an error names what the user typed.
+FLAGS = {
+    "gen_length": "--gen-length",
+    "max_sequence_length": "--max-model-len",
+    "block_length": "--block-length",
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "chat_format": "--chat-format",
+}
+
+
+@contextlib.contextmanager
+def flag_errors():
+    """Re-raises a pipeline's `ValueError` with its argument names replaced by the flags that set them."""
+    from ..generation.inputs import PromptTooLongError
+
+    try:
+        yield
+    except ValueError as error:
+        message = re.sub(r"`(\w+)`", lambda match: FLAGS.get(match[1], match[0]), str(error))
+        if isinstance(error, PromptTooLongError):
+            message += " Lower --gen-length, shorten the prompt, or raise --max-model-len."
+        raise ValueError(message) from error
+
+
+def quiet_libraries(verbose: bool):
+    """Silences the loading bars and library warnings of diffusers and transformers, unless `verbose`."""
+    if verbose:
+        return
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
+def check_device(device: str):
+    """Raises a `ValueError` naming `--device` when this machine's torch cannot place a tensor on `device`."""
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        available = "cpu" + (", cuda" if torch.cuda.is_available() else "")
+        reason = " ".join(str(error).split())[:120]
+        raise ValueError(f"--device {device} is not available here ({reason}); available: {available}.") from None
 
 
 def load_pipeline(args, default_device=None):
@@ -28,28 +83,42 @@ def load_pipeline(args, default_device=None):
 
     from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 
+    if args.device is not None:
+        check_device(args.device)
+    quiet_libraries(args.verbose)
     dtype = None if args.dtype == "auto" else args.dtype
     pipe = ColaDLMPipeline.from_pretrained(args.model, dtype=dtype)
     device = args.device or default_device or ("cuda" if torch.cuda.is_available() else "cpu")
     return pipe.to(device)
 
 
+def read_prompt_line(path: str, number: int, line: str) -> str:
+    """The prompt of a line of `--prompt-file`: the line itself, or the "prompt" string of a JSON object."""
+    if not line.lstrip().startswith("{"):
+        return line
+    where = f"--prompt-file {path}, line {number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}, is not valid JSON: {error.msg} (column {error.colno}).") from None
+    if not isinstance(record.get("prompt"), str):
+        got = "none" if "prompt" not in record else type(record["prompt"]).__name__
+        raise ValueError(f"{where}: a JSON line needs a 'prompt' string, got {got}.")
+    return record["prompt"]
+
+
 def read_prompt_file(path: str) -> list[str]:
     """The prompts of a file: a line each, or JSONL records with a "prompt"."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--prompt-file {path} is a folder; pass a file of prompts, one per line or JSONL.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--prompt-file {path} does not exist.")
-    with open(path, encoding="utf-8") as file:
-        lines = [line.rstrip("\n") for line in file if line.strip()]
-    prompts = []
-    for number, line in enumerate(lines, start=1):
-        if line.lstrip().startswith("{"):
-            record = json.loads(line)
-            if "prompt" not in record:
-                raise ValueError(f"--prompt-file {path}, line {number}: a JSON line needs a 'prompt'.")
-            prompts.append(record["prompt"])
-        else:
-            prompts.append(line)
-    return prompts
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = [line.rstrip("\n") for line in file]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--prompt-file {path} is not UTF-8 text (byte {error.start}).") from None
+    return [read_prompt_line(path, number, line) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def read_prompts(args) -> list[str]:
@@ -67,10 +136,8 @@ def read_prompts(args) -> list[str]:
     return prompts
 
 
-def generation_kwargs(args, prompts: list[str]) -> dict:
-    """The pipeline call of `generate`: its prompts (or chats, with `--chat`) and sampling options."""
-    import torch
-
+def request_kwargs(args, prompts: list[str]) -> dict:
+    """The request of `generate`: its prompts (or chats, with `--chat`) and sampling options."""
     kwargs = {
         "gen_length": args.gen_length,
         "num_inference_steps": args.steps,
@@ -79,7 +146,6 @@ def generation_kwargs(args, prompts: list[str]) -> dict:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "block_length": args.block_length,
-        "generator": [torch.Generator().manual_seed(args.seed + index) for index in range(len(prompts))],
         "max_sequence_length": args.max_model_len,
     }
     if args.chat or args.chat_format:
@@ -90,6 +156,32 @@ def generation_kwargs(args, prompts: list[str]) -> dict:
     return kwargs
 
 
+def warn(message: str):
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def warn_of_untrained_settings(pipe, args):
+    """Warns of a `--block-length` or `--max-model-len` the model was not trained with."""
+    block_size = pipe.transformer.config.block_size
+    if getattr(args, "block_length", None) not in (None, block_size):
+        warn(
+            f"--block-length {args.block_length} differs from the block size the model was trained with ({block_size})."
+        )
+    trained_length = pipe.tokenizer.model_max_length
+    if args.max_model_len is not None and args.max_model_len > trained_length:
+        warn(f"--max-model-len {args.max_model_len} is beyond the {trained_length} tokens the model was trained on.")
+
+
+def warn_of_unknown_characters(pipe, prompts: list[str], request):
+    """Warns once when a prompt holds characters the tokenizer does not know (they become its unknown token)."""
+    unknown = getattr(pipe.tokenizer.backend_tokenizer.model, "unk_token", None)
+    unknown_id = pipe.tokenizer.convert_tokens_to_ids(unknown) if unknown else None
+    for index, (prompt, ids) in enumerate(zip(prompts, request.prompt_token_ids)):
+        if unknown_id is not None and unknown_id in ids and unknown not in prompt:
+            warn(f"prompt {index} holds characters the tokenizer does not know; they are read as {unknown}.")
+            return
+
+
 def print_json_lines(prompts: list[str], output):
     """A JSON line per prompt: its text, the completion's token ids and why it finished."""
     rows = zip(prompts, output.texts, output.sequences.tolist(), output.finish_reasons, output.num_tokens)
@@ -98,22 +190,40 @@ def print_json_lines(prompts: list[str], output):
         print(json.dumps(result, ensure_ascii=False))
 
 
+def print_stream(chunks, output: str):
+    """The text of each decoded block as it comes; with `--output json`, a JSON line per block."""
+    for chunk in chunks:
+        if chunk.is_preview:
+            continue
+        if output == "json":
+            block = {"block": chunk.block_index, "text": chunk.texts[0], "token_ids": chunk.token_ids[0]}
+            print(json.dumps({**block, "finished": chunk.finished[0]}, ensure_ascii=False), flush=True)
+        else:
+            print(chunk.texts[0], end="", flush=True)
+    if output == "text":
+        print()
+
+
 def generate(args):
+    import torch
+
     from ..schedulers import scheduler_from_name
 
     prompts = read_prompts(args)
     pipe = load_pipeline(args)
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
-    # A bar for runs longer than a second; none inside streamed text.
-    pipe.set_progress_bar_config(disable=args.stream or args.output == "json", leave=False, desc="blocks", delay=1)
-    kwargs = generation_kwargs(args, prompts)
+    # The blocks' bar with --verbose, on stderr; never inside streamed text or JSON.
+    quiet = not args.verbose or args.stream or args.output == "json"
+    pipe.set_progress_bar_config(disable=quiet, leave=False, desc="blocks", delay=1)
+    warn_of_untrained_settings(pipe, args)
+    with flag_errors():
+        request = pipe.make_request(**request_kwargs(args, prompts))
+    warn_of_unknown_characters(pipe, prompts, request)
+    generator = [torch.Generator().manual_seed(args.seed + index) for index in range(len(prompts))]
     if args.stream:
-        for chunk in pipe.stream(**kwargs):
-            if not chunk.is_preview:
-                print(chunk.texts[0], end="", flush=True)
-        print()
+        print_stream(pipe.stream(request=request, generator=generator), args.output)
         return
-    output = pipe(**kwargs)
+    output = pipe(request=request, generator=generator)
     if args.output == "json":
         print_json_lines(prompts, output)
     else:
@@ -134,6 +244,7 @@ def serve(args):
     from ..serving import create_app, serve_app
 
     pipe = load_pipeline(args)
+    warn_of_untrained_settings(pipe, args)
     model_name = args.served_model_name or args.model
     if args.served_model_name is None and os.path.isdir(args.model):
         model_name = os.path.basename(os.path.normpath(args.model))
@@ -167,10 +278,15 @@ def convert(args):
     if os.path.isdir(args.output_path) and os.listdir(args.output_path) and not args.overwrite:
         raise ValueError(f"--output-path {args.output_path} is not empty; pass --overwrite to replace what is there.")
 
+    from ..loaders.files import reported_write_errors
     from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 
+    quiet_libraries(args.verbose)
     pipe = ColaDLMPipeline.from_pretrained(args.checkpoint_path, dtype=args.dtype)
-    pipe.save_pretrained(args.output_path)
+    # A new folder that could not be written whole is removed; one that existed keeps what it held.
+    created = not os.path.exists(args.output_path)
+    with reported_write_errors(args.output_path, remove=args.output_path if created else None):
+        pipe.save_pretrained(args.output_path)
     print(f"Saved a diffusers-format ColaDLMPipeline ({args.dtype}) to {args.output_path}")
 
 
@@ -213,7 +329,8 @@ def eval_run(args):
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     for task, task_records in records.items():
-        path = run_task(pipe, task, task_records, settings, args.output, args.batch_size, state=state)
+        with flag_errors():
+            path = run_task(pipe, task, task_records, settings, args.output, args.batch_size, state=state)
         if state.is_main_process:
             print(f"{task}: {len(task_records)} records x {args.seeds} seed(s) in {path}")
 
@@ -223,4 +340,6 @@ def eval_score(args):
 
     scores = score_directory(args.folder)
     print(format_table(scores))
-    print(f"Wrote {write_summary(args.folder, scores)}")
+    output = args.output or args.folder
+    os.makedirs(output, exist_ok=True)
+    print(f"Wrote {write_summary(output, scores)}")

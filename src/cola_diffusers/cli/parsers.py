@@ -16,13 +16,14 @@
 
 import argparse
 
-from ..generation.inputs import DEFAULTS
+from ..generation.inputs import DEFAULTS, LIMITS
 from .arguments import (
     add_context_arguments,
     add_dtype_argument,
     add_model_arguments,
     add_sampling_arguments,
     environment,
+    int_range,
     official_checkpoint,
     positive_float,
     positive_int,
@@ -33,19 +34,51 @@ from .arguments import (
 from .commands import convert, eval_run, eval_score, generate, serve, train
 
 
-SHOW_DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows the default of an argument that has one: not of a flag, nor where the help already states it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_output_flags(parser: argparse.ArgumentParser, default=argparse.SUPPRESS):
+    """
+    `--debug` and `--verbose`: on the main parser (off by default) and on every sub-command, where they default to
+    unset, so that a flag given before the sub-command holds.
+    """
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="Show the traceback of an error (or set COLA_DIFFUSERS_DEBUG=1).",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", default=default, help="Show loading bars and the libraries' warnings."
+    )
+
+
+OUTPUT_FLAGS = argparse.ArgumentParser(add_help=False)
+add_output_flags(OUTPUT_FLAGS)
 
 
 def add_generate_parser(commands):
-    parser = commands.add_parser("generate", help="Generate text from prompts.", formatter_class=SHOW_DEFAULTS)
+    parser = commands.add_parser(
+        "generate", parents=[OUTPUT_FLAGS], help="Generate text from prompts.", formatter_class=DefaultsFormatter
+    )
     parser.add_argument("prompt", nargs="*", help='Prompts; the embedded demo model reverses digits: "1234>".')
     parser.add_argument("--prompt-file", help="More prompts: one per line, or JSONL with a 'prompt' field.")
     add_model_arguments(parser)
     add_sampling_arguments(parser, gen_length=DEFAULTS.gen_length)
     parser.add_argument("--top-k", type=positive_int, help="Keep the k likeliest tokens (temperature > 0).")
     parser.add_argument("--top-p", type=probability, help="Nucleus sampling mass (temperature > 0).")
-    parser.add_argument("--block-length", type=positive_int, help="Latents per block; default the model's.")
-    parser.add_argument("--seed", type=int, default=0, help="Prompt i generates with seed + i.")
+    parser.add_argument(
+        "--block-length",
+        type=int_range(1, LIMITS.block_length),
+        help="Latents per block; default the model's block size.",
+    )
+    parser.add_argument("--seed", type=int_range(0, 2**62 - 1), default=0, help="Prompt i generates with seed + i.")
     parser.add_argument("--stream", action="store_true", help="Print the text block by block.")
     parser.add_argument("--chat", action="store_true", help="Send each prompt as one user chat message.")
     add_context_arguments(parser, chat="with --chat (implied)", new_tokens="new tokens")
@@ -54,7 +87,9 @@ def add_generate_parser(commands):
 
 
 def add_serve_parser(commands):
-    parser = commands.add_parser("serve", help="Serve an OpenAI-compatible API.", formatter_class=SHOW_DEFAULTS)
+    parser = commands.add_parser(
+        "serve", parents=[OUTPUT_FLAGS], help="Serve an OpenAI-compatible API.", formatter_class=DefaultsFormatter
+    )
     add_model_arguments(parser, device="$COLA_DEVICE, else CUDA where there is one, else the CPU")
     parser.set_defaults(device=environment("COLA_DEVICE", None))
     parser.add_argument(
@@ -65,7 +100,7 @@ def add_serve_parser(commands):
         "the folder name or repo id.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="The address to listen on; 0.0.0.0 for every one.")
-    parser.add_argument("--port", type=int, default=8000, help="The port to listen on.")
+    parser.add_argument("--port", type=int_range(0, 65535), default=8000, help="The port to listen on.")
     parser.add_argument(
         "--api-key", default=environment("COLA_API_KEY", None), help="Require `Authorization: Bearer KEY`."
     )
@@ -124,7 +159,10 @@ def add_serve_limit_arguments(parser):
 
 def add_convert_parser(commands):
     parser = commands.add_parser(
-        "convert", help="Convert the official layout to the diffusers format.", formatter_class=SHOW_DEFAULTS
+        "convert",
+        parents=[OUTPUT_FLAGS],
+        help="Convert the official layout to the diffusers format.",
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("--checkpoint-path", "--checkpoint_path", required=True, type=official_checkpoint)
     parser.add_argument("--output-path", "--output_path", required=True)
@@ -134,7 +172,9 @@ def add_convert_parser(commands):
 
 
 def add_eval_parser(commands):
-    parser = commands.add_parser("eval", help="Run and score the official benchmark (see docs/evaluation.md).")
+    parser = commands.add_parser(
+        "eval", parents=[OUTPUT_FLAGS], help="Run and score the official benchmark (see docs/evaluation.md)."
+    )
     eval_commands = parser.add_subparsers(dest="eval_command", required=True)
     add_eval_run_parser(eval_commands)
     add_eval_score_parser(eval_commands)
@@ -142,7 +182,10 @@ def add_eval_parser(commands):
 
 def add_eval_run_parser(eval_commands):
     parser = eval_commands.add_parser(
-        "run", help="Generate the answers of benchmark tasks.", formatter_class=SHOW_DEFAULTS
+        "run",
+        parents=[OUTPUT_FLAGS],
+        help="Generate the answers of benchmark tasks.",
+        formatter_class=DefaultsFormatter,
     )
     add_model_arguments(parser, device="the process's accelerator, else the CPU")
     parser.add_argument(
@@ -158,19 +201,24 @@ def add_eval_run_parser(eval_commands):
         "--batch-size", type=positive_int, default=20, help="Records per pipeline call; results do not depend on it."
     )
     add_sampling_arguments(parser, gen_length=DEFAULTS.gen_length)
-    parser.add_argument("--seed", type=int, default=66, help="The first noise seed (the official benchmark's).")
+    parser.add_argument(
+        "--seed", type=int_range(0, 2**62 - 1), default=66, help="The first noise seed (the official benchmark's)."
+    )
     parser.add_argument("--seeds", type=positive_int, default=1, help="Noise seeds, from --seed on.")
     parser.add_argument("--resume", action="store_true", help="Continue a run in --output with its settings.")
     parser.set_defaults(func=eval_run)
 
 
 def add_eval_score_parser(eval_commands):
-    parser = eval_commands.add_parser("score", help="Score every <task>.jsonl of a folder.")
-    parser.add_argument("folder", help="A folder of <task>.jsonl results.")
+    parser = eval_commands.add_parser("score", parents=[OUTPUT_FLAGS], help="Score every <task>.jsonl of a folder.")
+    parser.add_argument("folder", help="A folder of <task>.jsonl results; only read when --output is given.")
+    parser.add_argument("--output", help="Folder of accuracy_summary.csv; default the results' folder.")
     parser.set_defaults(func=eval_score)
 
 
 def add_train_parser(commands):
-    parser = commands.add_parser("train", help="Train a stage from a JSON config (see docs/training.md).")
+    parser = commands.add_parser(
+        "train", parents=[OUTPUT_FLAGS], help="Train a stage from a JSON config (see docs/training.md)."
+    )
     parser.add_argument("--config", required=True, help="JSON file of TrainingConfig settings.")
     parser.set_defaults(func=train)

@@ -50,12 +50,24 @@ def read_jsonl(path: str | os.PathLike, allow_cut_last_line: bool = False) -> li
 
 
 def check_records(records: list[dict], source: str):
-    """Raises a `ValueError` naming the first record that lacks `id`, `prompt` or `ground_truth`."""
+    """
+    Raises a `ValueError` naming the first record that lacks `id`, `prompt` or `ground_truth`, whose id is not a
+    string or an integer, or whose `prompt` or `few_shot_prefix` is not a string.
+    """
     seen = set()
     for index, record in enumerate(records):
         missing = [field for field in REQUIRED_FIELDS if field not in record]
         if missing:
             raise ValueError(f"Record {index} of {source} (id {record.get('id')!r}) has no {missing[0]!r}.")
+        if isinstance(record["id"], bool) or not isinstance(record["id"], (int, str)):
+            kind = type(record["id"]).__name__
+            raise ValueError(f"Record {index} of {source} has an id of type {kind}; ids are strings or integers.")
+        for field in ("prompt", "few_shot_prefix"):
+            if not isinstance(record.get(field, ""), str):
+                kind = type(record[field]).__name__
+                raise ValueError(
+                    f"Record {index} of {source} (id {record['id']!r}): {field!r} must be a string, not {kind}."
+                )
         if record["id"] in seen:
             raise ValueError(f"Record {index} of {source} repeats the id {record['id']!r}; ids must be unique.")
         seen.add(record["id"])

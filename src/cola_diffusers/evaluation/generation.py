@@ -176,10 +176,12 @@ def repair_last_line(path: str):
 
 def check_run_config(output_dir: str, settings: EvalSettings, resume: bool):
     """
-    Refuses a folder that holds another run's results, unless `resume` and the same settings; settings left to the
-    checkpoint (None) are compared once resolved.
+    Refuses a folder that holds another run's results, unless `resume` and the same settings (seeds may be added);
+    settings left to the checkpoint (None) are compared once resolved. `resume` needs a run to continue.
     """
     path = os.path.join(output_dir, RUN_CONFIG)
+    if resume and not os.path.isfile(path):
+        raise ValueError(f"--resume: {output_dir} holds no run to continue (no {RUN_CONFIG}); leave out --resume.")
     if not os.path.isdir(output_dir):
         return
     holds_results = any(name.endswith(".jsonl") for name in os.listdir(output_dir))
@@ -198,6 +200,8 @@ def check_run_config(output_dir: str, settings: EvalSettings, resume: bool):
         recorded = json.load(file)
     current = settings_record(settings)
     changed = sorted(key for key in current if current[key] is not None and recorded.get(key) != current[key])
+    if "seeds" in changed and set(recorded.get("seeds", ())) <= set(current["seeds"]):
+        changed.remove("seeds")  # more seeds: the run generates the new ones only
     if changed:
         details = ", ".join(f"{key}: {recorded.get(key)!r} there, {current[key]!r} now" for key in changed)
         raise ValueError(f"{output_dir} holds a run with other settings ({details}); it cannot be resumed with these.")

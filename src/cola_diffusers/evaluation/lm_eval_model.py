@@ -34,6 +34,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import simple_parse_args_string
 from tqdm import tqdm
 
+from ..generation.chat import CHAT_FORMATS
+from ..generation.prompts import render_chat
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 
 
@@ -124,6 +126,9 @@ class ColaDLMEvalModel(LM):
             seed + i)`.
         max_gen_toks (`int`, defaults to 256): New tokens of a request whose `gen_kwargs` set no `max_gen_toks`.
         max_batch_size (`int`, *optional*): Accepted for lm-eval's command line and ignored (no auto batch size).
+
+    Prompts longer than the context allows with their new tokens keep their last tokens, as lm-eval's HF model
+    truncates them; `--apply_chat_template` renders conversations in the checkpoint's chat format.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class ColaDLMEvalModel(LM):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.max_gen_toks = int(max_gen_toks)
+        self.warned_of_truncation = False
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "ColaDLMEvalModel":
@@ -167,6 +173,30 @@ class ColaDLMEvalModel(LM):
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "ColaDLMEvalModel":
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @property
+    def tokenizer_name(self) -> str:
+        """The key of chat-templated requests in lm-eval's cache: the tokenizer and the checkpoint's chat format."""
+        return f"{self.pipe.tokenizer.name_or_path.replace('/', '__')}-{self.pipe.chat_format}"
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The template of the checkpoint's chat format, which lm-eval records with the results."""
+        return CHAT_FORMATS[self.pipe.chat_format].template if chat_template else None
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """A conversation rendered as `messages=` renders it: in the checkpoint's chat format (`--apply_chat_template`)."""
+        chat_format = CHAT_FORMATS[self.pipe.chat_format]
+        return render_chat(self.pipe.tokenizer, chat_history, chat_format, add_generation_prompt)[0]
+
+    def fitted(self, token_ids: list[int], gen_length: int) -> list[int]:
+        """A prompt's last tokens that fit in the model's context with `gen_length` new ones, as lm-eval's HF model."""
+        room = self.pipe.max_sequence_length - gen_length
+        if len(token_ids) > room > 0:
+            if not self.warned_of_truncation:
+                logger.warning("cola_dlm keeps the last %d tokens of prompts longer than the context allows.", room)
+                self.warned_of_truncation = True
+            return token_ids[-room:]
+        return token_ids
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError(LIKELIHOOD_UNSUPPORTED)
@@ -197,7 +227,7 @@ class ColaDLMEvalModel(LM):
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
                 output = self.pipe(
-                    prompt_token_ids=[token_ids[index] for index in batch],
+                    prompt_token_ids=[self.fitted(token_ids[index], settings.gen_length) for index in batch],
                     num_inference_steps=self.num_inference_steps,
                     guidance_scale=self.guidance_scale,
                     block_length=self.block_length,

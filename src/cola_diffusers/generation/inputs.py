@@ -39,6 +39,18 @@ DEFAULTS = GenerationDefaults()
 MAX_SEED = 2**53 - 1
 
 
+@dataclass(frozen=True)
+class GenerationLimits:
+    """The largest sizes the command line accepts, as the server does: beyond them a call only exhausts memory."""
+
+    block_length: int = 256
+    num_inference_steps: int = 256
+    max_sequence_length: int = 65536
+
+
+LIMITS = GenerationLimits()
+
+
 def check_checkpoint_defaults(default_num_inference_steps, default_guidance_scale):
     """Raises a `ValueError` for a checkpoint's default step count or guidance scale that a call would refuse."""
     steps = default_num_inference_steps

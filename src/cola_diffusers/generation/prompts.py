@@ -54,17 +54,20 @@ def check_prompt_characters(tokenizer: PreTrainedTokenizerBase, prompts: list[st
             )
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int | None = None) -> list[list[int]]:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_tokens: int | None = None, source: str = "prompt"
+) -> list[list[int]]:
     """
     Token ids of every prompt, as `tokenizers.Tokenizer.encode` gives them. A prompt that tokenizes to nothing or,
-    with `max_tokens`, to more than `max_tokens` tokens raises a `ValueError` (a [`PromptTooLongError`]).
+    with `max_tokens`, to more than `max_tokens` tokens raises a `ValueError` (a [`PromptTooLongError`]); errors
+    name the prompt as `source[index]` (`messages[index]` for rendered conversations).
     """
     if max_tokens is not None:
         check_prompt_characters(tokenizer, prompts, max_tokens)
     token_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     for index, ids in enumerate(token_ids):
         if len(ids) == 0:
-            raise ValueError(f"`prompt[{index}]` tokenizes to no tokens; every prompt needs at least one.")
+            raise ValueError(f"`{source}[{index}]` tokenizes to no tokens; every prompt needs at least one.")
         if max_tokens is not None and len(ids) > max_tokens:
             raise PromptTooLongError(
                 f"`prompt[{index}]` has {len(ids)} tokens; at most {max_tokens} fit with the requested new tokens."
@@ -98,9 +101,15 @@ def check_messages(conversation: list[dict]):
 
 
 def render_chat(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict] | list[list[dict]], chat_format: ChatFormat
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict] | list[list[dict]],
+    chat_format: ChatFormat,
+    add_generation_prompt: bool = True,
 ) -> list[str]:
-    """The prompt text of every conversation, rendered by the chat template of `chat_format`."""
+    """
+    The prompt text of every conversation, rendered by the chat template of `chat_format`: followed by the start of
+    the assistant's turn, or, without `add_generation_prompt`, ending inside its last (assistant) message.
+    """
     missing = [token for token in chat_format.required_tokens if token not in tokenizer.get_vocab()]
     if missing:
         raise ValueError(f"This chat format needs a tokenizer with the tokens {missing}; pick another `chat_format`.")
@@ -111,7 +120,11 @@ def render_chat(
         try:
             texts.append(
                 tokenizer.apply_chat_template(
-                    conversation, chat_template=chat_format.template, tokenize=False, add_generation_prompt=True
+                    conversation,
+                    chat_template=chat_format.template,
+                    tokenize=False,
+                    add_generation_prompt=add_generation_prompt,
+                    continue_final_message=not add_generation_prompt,
                 )
             )
         except TemplateError as error:

@@ -152,7 +152,7 @@ def tokenize_request(
 ) -> list[list[int]]:
     """The token ids of `prompt`, or of `messages` rendered in `chat`; a prompt over `max_tokens` tokens is refused."""
     if messages is not None:
-        prompt = prompts.render_chat(tokenizer, messages, chat)
+        return prompts.tokenize(tokenizer, prompts.render_chat(tokenizer, messages, chat), max_tokens, "messages")
     return prompts.tokenize(tokenizer, [prompt] if isinstance(prompt, str) else prompt, max_tokens)
 
 

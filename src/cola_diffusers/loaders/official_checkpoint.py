@@ -27,8 +27,9 @@ from safetensors.torch import load_file
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
+from .checks import check_loaded_weights, check_pipeline_folder
 from .dtypes import component_dtype, resolve_dtype
-from .hub import official_snapshot
+from .hub import hub_download_kwargs, official_snapshot
 from .layout import OFFICIAL_DIT_FOLDER, OFFICIAL_TOKENIZER_FILE, OFFICIAL_VAE_FOLDER, is_official_layout
 from .tokenizer import DEFAULT_MAX_SEQUENCE_LENGTH, load_tokenizer
 
@@ -342,6 +343,7 @@ class FromOfficialLayoutMixin:
             raise ValueError("Pass either `dtype` or `torch_dtype`, not both.")
         dtype = resolve_dtype(kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None))
         name = str(pretrained_model_name_or_path)
+        kwargs = hub_download_kwargs(name, kwargs)
         folder = official_snapshot(name, **kwargs)
         if folder is not None and is_official_layout(folder):
             if kwargs.get("device_map") is not None:
@@ -349,16 +351,22 @@ class FromOfficialLayoutMixin:
                     "`device_map` is not supported for the official layout; convert it once with "
                     "scripts/convert_cola_dlm_to_diffusers.py, or load it and call `.to(device)`."
                 )
-            return cls.from_official_checkpoint(folder, dtype=dtype)
+            pipe = cls.from_official_checkpoint(folder, dtype=dtype)
+            check_loaded_weights(pipe.components, folder)
+            return pipe
         if folder is not None and not os.path.isfile(os.path.join(folder, "model_index.json")):
             raise FileNotFoundError(
                 f"{folder} holds neither a diffusers pipeline (`model_index.json`) nor the official Cola-DLM layout "
                 f"(`{OFFICIAL_DIT_FOLDER}`, `{OFFICIAL_VAE_FOLDER}`, `{OFFICIAL_TOKENIZER_FILE}`)."
             )
+        if folder is not None:
+            check_pipeline_folder(folder, {"transformer": ColaTransformer1DModel, "vae": AutoencoderKLColaText})
         if dtype is not None:
             # diffusers reads `dtype` from 0.40 on (and deprecates `torch_dtype`), only `torch_dtype` before.
             kwargs["dtype" if compare_versions("diffusers", ">=", "0.40.0") else "torch_dtype"] = dtype
-        return super().from_pretrained(folder or name, **kwargs)
+        pipe = super().from_pretrained(folder or name, **kwargs)
+        check_loaded_weights(pipe.components, folder or name)
+        return pipe
 
     @classmethod
     def from_official_checkpoint(cls, folder: str, dtype: torch.dtype | dict[str, torch.dtype] | None = None):

@@ -24,7 +24,7 @@ import typing
 from .presets import PRESETS
 
 
-OPTIMIZER_NAMES = ("adamw", "sgd")
+OPTIMIZER_NAMES = ("adamw", "sgd", "muon")
 # diffusers' `get_scheduler` names (`diffusers.optimization.SchedulerType`), listed here so that checking needs no torch.
 LR_SCHEDULERS = (
     "constant",
@@ -115,8 +115,17 @@ class TrainingConfig:
     )
     batch_size: int = setting("Rows per micro-batch and process.", 16)
     gradient_accumulation_steps: int = setting("Micro-batches per optimiser step.", 1)
-    optimizer: str = setting('`"adamw"` or `"sgd"`.', "adamw")
+    optimizer: str = setting(
+        '`"adamw"`, `"sgd"` or `"muon"`: the official pretraining\'s Muon on the matrices (at `learning_rate`, with'
+        " `weight_decay`) and AdamW on the other parameters (at `scalar_learning_rate`, without weight decay).",
+        "adamw",
+    )
     learning_rate: float = setting("Peak learning rate.", 3e-4)
+    scalar_learning_rate: float | None = setting(
+        'With `optimizer` `"muon"`: the AdamW learning rate of the parameters that are not matrices (the official'
+        " 0.3, against 0.02 for the matrices); null: `learning_rate`.",
+        None,
+    )
     lr_scheduler: str = setting(
         "Learning-rate schedule, a name of diffusers' `get_scheduler`: "
         + ", ".join(f"`{n}`" for n in LR_SCHEDULERS)
@@ -165,6 +174,12 @@ class TrainingConfig:
     pad_with_stop: bool = setting(
         "SFT, chatml: pad with `<|im_end|>` (true) or `<|pad|>`; `text` always pads with its stop token.", True
     )
+    boundary_mode: str = setting(
+        'SFT: the prompt latents that are pure noise, `"token"` (after a response latent of their block) or `"block"`'
+        " (all of a block that starts with a response latent), as the official option.",
+        "token",
+    )
+    loss_mode: str = setting('SFT: `"sft"` (response latents only) or `"all_token"` (prompt latents too).', "sft")
     gen_length: int = setting("Distillation: new tokens the teacher generates per prompt.", 32)
     teacher_num_inference_steps: int = setting("Distillation: the teacher's steps per block.", 16)
     teacher_guidance_scale: float = setting(
@@ -180,12 +195,17 @@ class TrainingConfig:
     ema_decay: float | None = setting("Decay of an EMA of the trained weights, which become the final ones.", None)
     checkpoint_every: int | None = setting("Save `output_dir/checkpoint-{step}` every this many steps.", None)
     checkpoints_total_limit: int | None = setting(
-        "Keep at most this many checkpoints, deleting the oldest before a save; null keeps all.", None
+        "Keep at most this many checkpoints, deleting the oldest once a new one is complete; null keeps all.", None
     )
     resume_from: str | None = setting(
         'A `checkpoint-{step}` folder to continue from, or `"latest"`: the newest complete one in `output_dir`'
         " (none: start afresh).",
         None,
+    )
+    overwrite_output_dir: bool = setting(
+        "Train into an `output_dir` that holds a trained pipeline or checkpoints, replacing them; without it (or"
+        " `resume_from`) such a folder is refused.",
+        False,
     )
     report_to: str | None = setting(
         'accelerate tracker of the loss and learning rate: `"tensorboard"` (event files in `output_dir/logs`) or'
@@ -219,10 +239,11 @@ class TrainingConfig:
             raise ValueError('`stage` "distill" needs the teacher checkpoint in `pretrained_model`.')
         if self.pretrained_model is None and self.tokenizer_file is None:
             raise ValueError("Set `pretrained_model`, or `tokenizer_file` with `transformer_config`/`vae_config`.")
-        if self.optimizer not in OPTIMIZER_NAMES:
-            raise ValueError(f"`optimizer` must be one of {list(OPTIMIZER_NAMES)}, got {self.optimizer!r}.")
-        if self.lr_scheduler not in LR_SCHEDULERS:
-            raise ValueError(f"`lr_scheduler` must be one of {list(LR_SCHEDULERS)}, got {self.lr_scheduler!r}.")
+        choices = {"optimizer": OPTIMIZER_NAMES, "lr_scheduler": LR_SCHEDULERS, "noise_level_per": ("block", "sample")}
+        choices.update(boundary_mode=("token", "block"), loss_mode=("sft", "all_token"))
+        for name, names in choices.items():
+            if getattr(self, name) not in names:
+                raise ValueError(f"`{name}` must be one of {list(names)}, got {getattr(self, name)!r}.")
         if self.report_to is not None and self.report_to not in TRACKERS:
             raise ValueError(f"`report_to` must be one of {list(TRACKERS)} or null, got {self.report_to!r}.")
         if self.lr_warmup_steps < 0:
@@ -248,8 +269,6 @@ class TrainingConfig:
                 f"`block_size_probs` must hold one non-negative weight per `block_sizes` entry "
                 f"({len(self.block_sizes)}), not all zero, got {probs}."
             )
-        if self.noise_level_per not in ("block", "sample"):
-            raise ValueError(f'`noise_level_per` must be "block" or "sample", got {self.noise_level_per!r}.')
         if any(self.max_length % size for size in self.block_sizes):
             raise ValueError(f"`max_length` ({self.max_length}) must be a multiple of every `block_sizes` entry.")
 
@@ -310,9 +329,11 @@ class TrainingConfig:
 
     def check_files(self):
         """
-        Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`, and
-        `ValueError` for a `train_file` of fewer lines than one optimiser step takes.
+        Raises `FileNotFoundError` for a missing `train_file`, `tokenizer_file` (when used) or `resume_from`,
+        `ValueError` for a `train_file` of fewer lines than one optimiser step takes, and for an `output_dir` that
+        cannot be written or that holds a run this one would overwrite.
         """
+        self.check_output_dir()
         dataset = self.packing or self.stage == "sft"
         paths = {} if dataset and not os.path.exists(self.train_file) else {"train_file": self.train_file}
         if self.resume_from != "latest":
@@ -331,6 +352,23 @@ class TrainingConfig:
                 f"`train_file` `{self.train_file}` has {num_lines} non-empty lines, fewer than one optimiser step "
                 f"takes (`batch_size` {self.batch_size} × `gradient_accumulation_steps` "
                 f"{self.gradient_accumulation_steps})."
+            )
+
+    def check_output_dir(self):
+        """Refuses an `output_dir` that cannot be written, or that holds a run unless resumed or overwritten."""
+        existing = os.path.abspath(self.output_dir)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+            reason = "is not a folder" if not os.path.isdir(existing) else "cannot be written"
+            raise ValueError(f"`output_dir` `{self.output_dir}`: {existing} {reason}.")
+        if self.resume_from is not None or self.overwrite_output_dir or existing != os.path.abspath(self.output_dir):
+            return
+        held = [name for name in os.listdir(existing) if name == "model_index.json" or name.startswith("checkpoint-")]
+        if held:
+            raise ValueError(
+                f"`output_dir` `{self.output_dir}` holds a run ({sorted(held)[0]}); set `resume_from` to continue it"
+                " or `overwrite_output_dir` to replace it."
             )
 
 

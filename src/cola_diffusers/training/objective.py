@@ -87,6 +87,8 @@ class StageObjective(torch.nn.Module):
                 logit_mean=config.logit_mean,
                 logit_std=config.logit_std,
                 sample_posterior=config.sample_posterior,
+                boundary_mode=config.boundary_mode,
+                loss_mode=config.loss_mode,
             )
         if config.stage == "vae_finetune":
             return vae_finetune_loss(self.vae, batch["input_ids"], batch["attention_mask"])

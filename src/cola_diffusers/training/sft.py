@@ -227,13 +227,16 @@ def sft_noisy_copy(
     block_size: int | torch.LongTensor,
     *,
     num_train_timesteps: int = 1000,
+    boundary_mode: str = "token",
+    loss_mode: str = "sft",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """
-    The noisy copy of the SFT "2L" layout, by the official turn-boundary rule (`boundary_mode="token"`). Each block
-    is read left to right: a response latent is noised, `x_σ = (1 - σ) x_0 + σ ε` at timestep `σ · T`, and trained
-    on; a prompt latent after a response latent of the same block (the next turn's prompt) is pure noise `ε` at
-    timestep `σ · T` (not `T`), so that it leaks nothing; a prompt latent before any response latent of its block
-    stays clean at timestep 0.
+    The noisy copy of the SFT "2L" layout, by the official turn-boundary rules. A response latent is noised,
+    `x_σ = (1 - σ) x_0 + σ ε` at timestep `σ · T`, and trained on. A prompt latent that would leak the next turn is
+    pure noise `ε` at timestep `σ · T` (not `T`): with `boundary_mode="token"` (the official default), one after a
+    response latent of its block; with `"block"` (the official legacy rule), every prompt latent of a block that
+    starts with a response latent. Every other prompt latent stays clean at timestep 0, or, with
+    `loss_mode="all_token"`, is noised and trained on like a response latent.
 
     Args:
         clean (`torch.Tensor` of shape `(B, L, D)`): `x_0`.
@@ -253,17 +256,25 @@ def sft_noisy_copy(
     # Response latents so far in the block: the running count, less the count before the block starts.
     count = response.long().cumsum(1)
     before = count.gather(1, (block_start - 1).clamp(min=0)).masked_fill(block_start == 0, 0)
-    seen_response = count > before
-    prompt_after_response = seen_response & ~response
-    held_clean = ~seen_response
+    if boundary_mode == "token":
+        leaking = count > before
+    elif boundary_mode == "block":
+        leaking = response.gather(1, block_start)
+    else:
+        raise ValueError(f'`boundary_mode` must be "token" or "block", got {boundary_mode!r}.')
+    if loss_mode not in ("sft", "all_token"):
+        raise ValueError(f'`loss_mode` must be "sft" or "all_token", got {loss_mode!r}.')
+    prompt_noise = leaking & ~response
+    context = ~response & ~leaking
+    held_clean = context if loss_mode == "sft" else torch.zeros_like(context)
 
     sigma = sigma[:, None].expand(-1, num_latents)
     noisy = (1 - sigma[..., None]) * clean + sigma[..., None] * noise
-    noisy = torch.where(prompt_after_response[..., None], noise, noisy)
+    noisy = torch.where(prompt_noise[..., None], noise, noisy)
     noisy = torch.where(held_clean[..., None], clean, noisy)
     timestep = (sigma * num_train_timesteps).masked_fill(held_clean, 0.0)
-    weight = (response & loss_mask).float()
-    return noisy, timestep, weight
+    trained = response & loss_mask if loss_mode == "sft" else (response & loss_mask) | context
+    return noisy, timestep, trained.float()
 
 
 def sft_loss(
@@ -278,6 +289,8 @@ def sft_loss(
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
     sample_posterior: bool = False,
+    boundary_mode: str = "token",
+    loss_mode: str = "sft",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """
@@ -286,7 +299,8 @@ def sft_loss(
 
     The VAE encodes every token (padding included, as the official script does); its posterior mean, or a sample
     when `sample_posterior` (the official training default; validation uses the mean), normalised, is `x_0`. Every
-    sample gets one logit-normal `σ`; the noisy copy follows the turn-boundary rule of `sft_noisy_copy`.
+    sample gets one logit-normal `σ`; the noisy copy follows the turn-boundary rule (`boundary_mode`) and the loss
+    mode (`loss_mode`) of `sft_noisy_copy`.
 
     With `patch_size > 1` a latent is a response latent when any of its tokens is, and is trained on when any of its
     tokens is in `loss_mask`: no response token is ever held clean, at the price of noising the prompt tokens that
@@ -313,7 +327,15 @@ def sft_loss(
     sigma = sample_logit_normal((batch_size,), logit_mean, logit_std, generator, device)
     noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
     noisy, timestep, weight = sft_noisy_copy(
-        clean, noise, sigma, response, loss_mask, block_size, num_train_timesteps=num_train_timesteps
+        clean,
+        noise,
+        sigma,
+        response,
+        loss_mask,
+        block_size,
+        num_train_timesteps=num_train_timesteps,
+        boundary_mode=boundary_mode,
+        loss_mode=loss_mode,
     )
     valid = torch.ones((batch_size, num_latents), dtype=torch.bool, device=device)
     return layout_velocity_error(

@@ -28,15 +28,18 @@ from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..loaders.checks import check_model_config
+from ..loaders.files import reported_write_errors
 from ..loaders.tokenizer import load_tokenizer
 from ..models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ..models.transformers.transformer_cola import ColaTransformer1DModel
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from ..schedulers.scheduling_flow_match_block_causal import FlowMatchBlockCausalScheduler
-from .checkpoints import resume_step, save_checkpoint
+from .checkpoints import resume_state, save_checkpoint
 from .config import STAGES, TrainingConfig
 from .dataloaders import make_dataloader, sft_stop_token_id
 from .objective import StageObjective, student_sigmas
+from .optim import MuonAdamW
 
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,8 @@ def build_pipeline(config: TrainingConfig) -> ColaDLMPipeline:
     if config.pretrained_model is not None:
         return ColaDLMPipeline.from_pretrained(config.pretrained_model)
     # A new tokenizer records the training length as its context; a pretrained one keeps what it records.
+    check_model_config(ColaTransformer1DModel, config.transformer_config, "`transformer_config`")
+    check_model_config(AutoencoderKLColaText, config.vae_config, "`vae_config`")
     tokenizer = load_tokenizer(config.tokenizer_file, model_max_length=config.max_length)
     vae = AutoencoderKLColaText(**{"vocab_size": len(tokenizer), **config.vae_config})
     transformer = ColaTransformer1DModel(**{"in_channels": vae.config.latent_dim, **config.transformer_config})
@@ -60,9 +65,11 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     Trains the configured stage, saving checkpoints and the final pipeline (diffusers format) to `output_dir`.
 
     Returns:
-        The trained pipeline and the loss of every optimiser step.
+        The trained pipeline and the loss of every optimiser step, those of a resumed checkpoint included.
     """
     config.check_files()
+    with reported_write_errors(config.output_dir):
+        os.makedirs(config.output_dir, exist_ok=True)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -74,10 +81,10 @@ def train(config: TrainingConfig) -> tuple[ColaDLMPipeline, list[float]]:
     warn_if_prior_on_new_vae(config, accelerator)
     pipe = build_pipeline(config)
     run = prepare_training(accelerator, config, pipe)
-    step = resume_step(accelerator, config)
+    step, history = resume_state(accelerator, config)
     if config.report_to is not None:
         accelerator.init_trackers(TRACKER_PROJECT, config=tracked_settings(config))
-    history = run.run_steps(step)
+    history = run.run_steps(step, history)
     save_trained(run, pipe, history)
     accelerator.end_training()
     return pipe, history
@@ -109,35 +116,38 @@ class PreparedTraining:
     validation: DataLoader | None
     ema: EMAModel | None
 
-    def run_steps(self, step: int) -> list[float]:
-        """Optimiser steps from `step` to `max_steps`; returns each step's loss, averaged over the processes."""
+    def run_steps(self, step: int, history: list[float]) -> list[float]:
+        """
+        Optimiser steps from `step` to `max_steps`; returns `history` (the losses of the steps before) followed by
+        each new step's loss, averaged over the processes.
+        """
         config, accelerator = self.config, self.accelerator
-        progress_bar = tqdm(
+        history = list(history)
+        # Closed before an error's message is printed.
+        with tqdm(
             total=config.max_steps,
             initial=step,
             desc=STAGES[config.stage],
             disable=not accelerator.is_local_main_process,
-        )
-        history = []
-        for batch in self.batches(step) if step < config.max_steps else ():
-            loss = self.accumulate_batch(batch, step)
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            history.append(self.finish_step(loss))
-            accelerator.log({"loss": history[-1], "lr": self.lr_scheduler.get_last_lr()[0]}, step=step)
-            progress_bar.update()
-            if step % config.log_every == 0:
-                progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
-            if self.validation is not None and step % config.validation_every == 0:
-                validation_loss = self.validation_loss()
-                accelerator.log({"validation_loss": validation_loss}, step=step)
-                progress_bar.write(f"step {step}: validation loss {validation_loss:.4f}")
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_checkpoint(accelerator, config, step)
-            if step >= config.max_steps:
-                break
-        progress_bar.close()
+        ) as progress_bar:
+            for batch in self.batches(step) if step < config.max_steps else ():
+                loss = self.accumulate_batch(batch, step)
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                history.append(self.finish_step(loss))
+                accelerator.log({"loss": history[-1], "lr": self.lr_scheduler.get_last_lr()[0]}, step=step)
+                progress_bar.update()
+                if step % config.log_every == 0:
+                    progress_bar.set_postfix(loss=f"{history[-1]:.4f}")
+                if self.validation is not None and step % config.validation_every == 0:
+                    validation_loss = self.validation_loss()
+                    accelerator.log({"validation_loss": validation_loss}, step=step)
+                    progress_bar.write(f"step {step}: validation loss {validation_loss:.4f}")
+                if config.checkpoint_every and step % config.checkpoint_every == 0:
+                    save_checkpoint(accelerator, config, step, history)
+                if step >= config.max_steps:
+                    break
         return history
 
     def batches(self, step: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -250,7 +260,16 @@ def prepare_training(accelerator: Accelerator, config: TrainingConfig, pipe: Col
 
 
 def make_optimizer(config: TrainingConfig, trained: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW with the configured betas and ε, or SGD, over the trained model's parameters."""
+    """AdamW with the configured betas and ε, SGD, or the official Muon with AdamW, over the trained model."""
+    if config.optimizer == "muon":
+        return MuonAdamW.for_model(
+            trained,
+            lr=config.learning_rate,
+            scalar_lr=config.scalar_learning_rate or config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
     if config.optimizer == "sgd":
         return torch.optim.SGD(trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     return torch.optim.AdamW(
@@ -288,8 +307,9 @@ def save_trained(run: PreparedTraining, pipe: ColaDLMPipeline, history: list[flo
         # The student samples with its own steps and no guidance when a call leaves them unset.
         pipe.register_to_config(default_num_inference_steps=config.num_inference_steps, default_guidance_scale=1.0)
     if accelerator.is_main_process:
-        pipe.save_pretrained(config.output_dir)
-        with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
-            json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
+        with reported_write_errors(config.output_dir):
+            pipe.save_pretrained(config.output_dir)
+            with open(os.path.join(config.output_dir, "loss_history.json"), "w") as file:
+                json.dump({"num_processes": accelerator.num_processes, "losses": history}, file)
         print(f"{STAGES[config.stage]}: saved to {config.output_dir}")
     accelerator.wait_for_everyone()
