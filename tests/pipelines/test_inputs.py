@@ -122,3 +122,14 @@ def test_vae_rejects_wrong_shapes(pipe):
         pipe.vae.decode(torch.randn(1, 4, 3))
     with pytest.raises(ValueError, match="`input_ids` must have shape"):
         pipe.vae.encode(torch.zeros(4, dtype=torch.long))
+
+
+def test_a_cached_pass_runs_with_autograd_on(pipe):
+    # A caller that leaves gradients on (as outside the pipeline's no_grad) can still write the cache in place.
+    transformer = pipe.transformer
+    cache = transformer.make_kv_cache(2, 8)
+    hidden_states = torch.randn(2, 4, 8, requires_grad=True)
+    mask = torch.ones(2, 1, 4, 8, dtype=torch.bool)
+    output = transformer(hidden_states, torch.zeros(1), None, mask, cache, torch.arange(4)).sample
+    assert output.requires_grad and bool(output.isfinite().all())
+    assert cache.keys[:, :, :4].abs().sum() > 0 and cache.keys[:, :, 4:].abs().sum() == 0

@@ -52,8 +52,16 @@ class ColaKVCache:
         shape = (num_layers, batch_size, max_length, num_heads, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
-        # One view per layer (not `unbind`'s views, which autograd refuses to write into in place).
-        self.layers = [ColaLayerCache(self.keys[index], self.values[index]) for index in range(num_layers)]
+        self.layers = [ColaLayerCache(keys, values) for keys, values in zip(self.keys, self.values)]
+
+    def layer(self, index: int) -> "ColaLayerCache":
+        """
+        One layer's keys and values: views made once, or, with autograd on, made now (autograd tracks in-place
+        writes only into views made after the cache's last write).
+        """
+        if torch.is_grad_enabled():
+            return ColaLayerCache(self.keys[index], self.values[index])
+        return self.layers[index]
 
     @property
     def batch_size(self) -> int:

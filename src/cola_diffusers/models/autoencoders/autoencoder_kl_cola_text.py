@@ -179,7 +179,7 @@ class ColaTextTransformer(nn.Module):
         batch_size, sequence_length, _ = hidden_states.shape
         hidden_states = hidden_states.flatten(0, 1)
         for layer_idx, block in enumerate(self.blocks):
-            layer_cache = None if kv_cache is None else kv_cache.layers[layer_idx]
+            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
             args = (hidden_states, rotary_emb, attention_mask, layer_cache, cache_position)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *args)

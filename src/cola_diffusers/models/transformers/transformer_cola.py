@@ -367,7 +367,7 @@ class ColaTransformer1DModel(ModelMixin, ConfigMixin):
 
         for layer_idx, block in enumerate(self.transformer_blocks):
             block_terms = adaln_terms[6 * layer_idx : 6 * layer_idx + 6]
-            layer_cache = None if kv_cache is None else kv_cache.layers[layer_idx]
+            layer_cache = None if kv_cache is None else kv_cache.layer(layer_idx)
             block_args = (hidden_states, block_terms, rotary_emb, attention_mask, layer_cache, cache_position)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 hidden_states = self._gradient_checkpointing_func(block, *block_args)
