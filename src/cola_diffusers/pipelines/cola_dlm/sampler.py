@@ -185,7 +185,7 @@ class BlockSampler:
         if kind == "conditional":
             return self.dit_pass(block.position_ids, block.cache_position, self.dit_mask(block.attention_mask))
         if kind == "guided":
-            scratch = block.cache_position + (layout.cache_length - block.cache_position[0])
+            scratch = torch.arange(layout.cache_length, layout.cache_length + length, device=layout.slots.device)
             alone_mask = F.pad(torch.zeros_like(block.attention_mask), (0, length), value=True)
             return self.dit_pass(
                 torch.cat([block.position_ids, block.unconditional_position_ids], dim=1),
@@ -328,5 +328,4 @@ class BlockSampler:
 
     def write_block(self, block: GeneratedBlock, latents: torch.Tensor):
         """Writes a finished block's clean latents (t = 0) into the DiT cache in a pass of their own."""
-        dit_pass = self.dit_pass(block.position_ids, block.cache_position, self.dit_mask(block.attention_mask))
-        self.run_transformer(latents, latents.new_zeros(1, 1), dit_pass)
+        self.run_transformer(latents, latents.new_zeros(1, 1), self.make_block_pass(block, "conditional"))
