@@ -27,6 +27,7 @@ import openai
 import pytest
 import torch
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH
@@ -61,6 +62,16 @@ def serve(app, **config):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The server's `/metrics`, parsed as Prometheus text: every sample's name (with its labels) and value."""
+    samples = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            labels = ",".join(f'{name}="{value}"' for name, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
 
 
 def demo_pipeline():
@@ -180,29 +191,23 @@ def test_chat_completion(chat_url):
     assert texts == {0: message.content} and finish_reasons == {0: response.choices[0].finish_reason}
 
 
-def test_concurrent_requests_are_batched_and_batch_invariant(demo_app, http):
-    engine = demo_app.state.engine
-    batch_sizes = []
-    generate = engine._generate
-
-    def recording_generate(jobs):
-        batch_sizes.append(len(jobs))
-        return generate(jobs)
-
-    engine._generate = recording_generate
-    try:
-        bodies = [
-            {"model": MODEL, "prompt": f"{seed * 617 % 10000:04d}>", "seed": seed, "temperature": 1.0, "max_tokens": 8}
-            for seed in range(16)
-        ]
-        with ThreadPoolExecutor(16) as pool:
-            together = list(pool.map(lambda body: http.post("/v1/completions", json=body), bodies))
-        alone = [http.post("/v1/completions", json=body) for body in bodies]
-    finally:
-        del engine._generate
+def test_concurrent_requests_are_batched_and_batch_invariant(demo_url, http):
+    before = scrape(demo_url)
+    bodies = [
+        {"model": MODEL, "prompt": f"{seed * 617 % 10000:04d}>", "seed": seed, "temperature": 1.0, "max_tokens": 8}
+        for seed in range(16)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda body: http.post("/v1/completions", json=body), bodies))
+    after = scrape(demo_url)
+    alone = [http.post("/v1/completions", json=body) for body in bodies]
     assert all(response.status_code == 200 for response in together + alone)
     assert [r.json()["choices"] for r in together] == [r.json()["choices"] for r in alone]
-    assert max(batch_sizes) > 1 and sum(batch_sizes) == 32
+    # Blocks of more than one row ran, and all 16 rows finished.
+    blocks = after["cola_batch_rows_count"] - before["cola_batch_rows_count"]
+    single_row_blocks = after['cola_batch_rows_bucket{le="1.0"}'] - before['cola_batch_rows_bucket{le="1.0"}']
+    assert single_row_blocks < blocks
+    assert after["cola_requests_total"] - before["cola_requests_total"] == 16
 
 
 def test_requests_that_set_no_steps_or_guidance_take_the_checkpoint_defaults(tmp_path):

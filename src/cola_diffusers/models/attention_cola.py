@@ -14,6 +14,7 @@
 
 """Block-causal attention with a preallocated key/value cache, shared by the Cola-DLM DiT and Text VAE."""
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,18 @@ class ColaKVCache:
         if torch.is_grad_enabled():
             return ColaLayerCache(self.keys[index], self.values[index])
         return self.layers[index]
+
+    def rows(self, count: int) -> "ColaKVCache":
+        """The first `count` rows of this cache, sharing its storage."""
+        cache = copy.copy(self)
+        cache.keys, cache.values = self.keys[:, :count], self.values[:, :count]
+        cache.layers = [ColaLayerCache(keys, values) for keys, values in zip(cache.keys, cache.values)]
+        return cache
+
+    def move_row(self, source: int, target: int):
+        """Copies row `source`'s keys and values into row `target`."""
+        self.keys[:, target] = self.keys[:, source]
+        self.values[:, target] = self.values[:, source]
 
     @property
     def batch_size(self) -> int:

@@ -96,7 +96,7 @@ def create_app(
     pipe.set_progress_bar_config(disable=True)
     docs = {} if enable_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="Cola-DLM", lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS, **docs)
-    app.state.engine = GenerationEngine(pipe, max_queue=max_queue, max_batch_size=max_batch_size)
+    app.state.engine = GenerationEngine(pipe, max_queue, max_batch_size, max_model_len)
     app.state.config = ServingConfig(
         model_name=model_name,
         max_tokens_limit=max_tokens_limit,

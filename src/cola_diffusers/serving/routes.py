@@ -12,13 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The endpoints: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models` and `GET /health`."""
+"""
+The endpoints: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /health` and
+`GET /metrics`.
+"""
 
 import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .engine import Choice, GenerationEngine, GenerationJob
 from .errors import pipeline_error
@@ -120,4 +124,16 @@ async def models(config: ConfigDep):
 
 @router.get("/health", responses=error_responses(500))
 async def health(engine: EngineDep):
-    return {"status": "ok", "queued": engine.num_jobs, "max_queue": engine.max_queue}
+    return {
+        "status": "ok",
+        "queued": engine.num_jobs,
+        "max_queue": engine.max_queue,
+        "running_rows": engine.running_rows,
+        "max_batch_size": engine.max_batch_size,
+    }
+
+
+@router.get("/metrics", response_class=Response, responses=error_responses(500))
+async def metrics(engine: EngineDep):
+    """The server's metrics in Prometheus' text format."""
+    return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -44,7 +44,8 @@ class GeneratedBlock:
 
     Args:
         index (`int`): The block's index among the generated blocks.
-        latent_slice (`slice`), token_slice (`slice`): The block's latents and tokens in the request's buffers.
+        latent_slice (`slice`), token_slice (`slice`): The block's latents and tokens in the request's buffers; None
+            in a running batch, whose rows are at different blocks.
         cache_position (`torch.LongTensor` of shape `(block_length,)`): The block's cache slots.
         position_ids (`torch.LongTensor` of shape `(batch_size, block_length)`): The block's positions.
         unconditional_position_ids (`torch.LongTensor`): Positions of the unconditional branch, from 0.
@@ -58,8 +59,8 @@ class GeneratedBlock:
     """
 
     index: int
-    latent_slice: slice
-    token_slice: slice
+    latent_slice: slice | None
+    token_slice: slice | None
     cache_position: torch.LongTensor
     position_ids: torch.LongTensor
     unconditional_position_ids: torch.LongTensor

@@ -76,13 +76,15 @@ class TextDeltas:
         self.texts = [""] * batch_size
 
     def __call__(self, completions: list[Completion], last: bool) -> list[str]:
-        deltas = []
-        for row, completion in enumerate(completions):
-            # A trailing partial character waits for the tokens that complete it, unless nothing more comes.
-            visible = completion.text if completion.stopped or last else completion.text.rstrip("\ufffd")
-            deltas.append(visible[len(self.texts[row]) :])
-            self.texts[row] = visible
-        return deltas
+        return [self.delta(row, completion, last) for row, completion in enumerate(completions)]
+
+    def delta(self, row: int, completion: Completion, last: bool) -> str:
+        """The new text of prompt `row`; `last` when nothing more comes for it."""
+        # A trailing partial character waits for the tokens that complete it, unless nothing more comes.
+        visible = completion.text if completion.stopped or last else completion.text.rstrip("\ufffd")
+        delta = visible[len(self.texts[row]) :]
+        self.texts[row] = visible
+        return delta
 
 
 def check_preview_every(preview_every):
