@@ -13,30 +13,36 @@
 # limitations under the License.
 
 """
-Loopback load test of the OpenAI-compatible server (`cola-diffusers serve`) on the embedded demo model.
+Loopback load test of the OpenAI-compatible server (`cola-diffusers serve`) on the embedded demo model, with
+identical and with mixed traffic, optionally against the server of an earlier revision in the same run.
 
-    python benchmarks/bench_server.py                          # 64 requests at 1, 4 and 16 concurrent clients
-    python benchmarks/bench_server.py --requests 128 --concurrency 1 8 32 --time-limit 60
+    python benchmarks/bench_server.py                                   # 64 requests at 1, 8, 32 and 64 clients
+    python benchmarks/bench_server.py --baseline 07c2e1c --concurrency 32 --output benchmarks/server
 
-Starts the server in a subprocess on 127.0.0.1, sends a fixed number of completion requests ("dddd>", greedy,
-16 steps) per concurrency level from that many client threads, stops a level at `--time-limit` seconds, and
-reports requests/s, completion tokens/s and latency percentiles.
+Identical traffic: every request greedy, `max_tokens` 32, not streamed. Mixed traffic: `max_tokens` drawn from
+`--max-tokens-range`, temperature 0 or 0.7, a third streamed and a third with a stop string. Every request is seeded.
+Reports completion tokens/s and p50/p99 latency per server, traffic and concurrency; `--output DIR` writes
+`bench_server.json` and `bench_server.png` there.
 """
 
 import argparse
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
 
 MODEL = "demo"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -45,22 +51,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "cola_diffusers.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model-name",
-        MODEL,
-    ]
+def start_server(port: int, source: Path, max_batch_size: int) -> subprocess.Popen:
+    """`cola-diffusers serve` of the package in `source` (a checkout's `src`), on 127.0.0.1:`port`."""
+    command = [sys.executable, "-m", "cola_diffusers.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--model", MODEL, "--served-model-name", MODEL, "--max-batch-size", str(max_batch_size)]
     env = {key: value for key, value in os.environ.items() if key != "COLA_API_KEY"}
+    env |= {"PYTHONPATH": str(source), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
@@ -68,33 +66,56 @@ def start_server(port: int) -> subprocess.Popen:
         except httpx.TransportError:
             time.sleep(0.2)
     server.terminate()
-    raise RuntimeError("the server did not start within 60 s")
+    raise RuntimeError("the server did not start within 120 s")
 
 
-def run_level(url: str, concurrency: int, num_requests: int, time_limit: float, max_tokens: int) -> dict:
-    """Sends `num_requests` requests from `concurrency` threads, or as many as `time_limit` seconds allow."""
+def make_bodies(traffic: str, count: int, max_tokens_range: tuple[int, int]) -> list[dict]:
+    """The requests of one level: identical settings, or mixed ones (see the module docstring)."""
+    pick = random.Random(0)
+    bodies = []
+    for index in range(count):
+        body = {"model": MODEL, "prompt": f"{index * 7919 % 10000:04d}>", "seed": index}
+        if traffic == "identical":
+            body |= {"max_tokens": 32, "temperature": 0.0}
+        else:
+            body |= {"max_tokens": pick.randint(*max_tokens_range), "temperature": pick.choice([0.0, 0.7])}
+            if index % 3 == 1:
+                body |= {"stream": True, "stream_options": {"include_usage": True}}
+            if index % 3 == 2:
+                body["stop"] = [str(index % 10)]
+        bodies.append(body)
+    return bodies
+
+
+def send(http: httpx.Client, body: dict) -> int:
+    """Sends one request; returns its completion tokens."""
+    if not body.get("stream"):
+        response = http.post("/v1/completions", json=body)
+        response.raise_for_status()
+        return response.json()["usage"]["completion_tokens"]
+    with http.stream("POST", "/v1/completions", json=body) as response:
+        response.raise_for_status()
+        events = [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: {")]
+    return json.loads(events[-1])["usage"]["completion_tokens"]
+
+
+def run_level(url: str, bodies: list[dict], concurrency: int) -> dict:
+    """Sends `bodies` from `concurrency` client threads; throughput and latency percentiles."""
     lock = threading.Lock()
-    sent, latencies, tokens, failures = [0], [], [0], [0]
-    deadline = time.monotonic() + time_limit
+    queue, latencies, tokens = list(reversed(bodies)), [], [0]
 
     def client():
-        with httpx.Client(base_url=url, timeout=time_limit) as http:
-            while time.monotonic() < deadline:
+        with httpx.Client(base_url=url, timeout=600) as http:
+            while True:
                 with lock:
-                    if sent[0] == num_requests:
+                    if not queue:
                         return
-                    index = sent[0]
-                    sent[0] += 1
-                body = {"model": MODEL, "prompt": f"{index * 7919 % 10000:04d}>", "max_tokens": max_tokens}
+                    body = queue.pop()
                 start = time.perf_counter()
-                response = http.post("/v1/completions", json=body)
-                elapsed = time.perf_counter() - start
+                completion_tokens = send(http, body)
                 with lock:
-                    if response.status_code != 200:
-                        failures[0] += 1
-                        continue
-                    latencies.append(elapsed)
-                    tokens[0] += response.json()["usage"]["completion_tokens"]
+                    latencies.append(time.perf_counter() - start)
+                    tokens[0] += completion_tokens
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(concurrency)]
@@ -107,43 +128,94 @@ def run_level(url: str, concurrency: int, num_requests: int, time_limit: float, 
     return {
         "concurrency": concurrency,
         "requests": len(latencies),
-        "failures": failures[0],
         "seconds": round(wall, 2),
-        "requests_per_s": round(len(latencies) / wall, 2),
         "tokens_per_s": round(tokens[0] / wall, 1),
-        "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
-        "latency_max_s": round(latencies[-1], 3) if latencies else None,
+        "latency_p50_s": round(statistics.median(latencies), 3),
+        "latency_p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3),
     }
+
+
+def checkout(revision: str, folder: str) -> Path:
+    """A worktree of `revision` in `folder`; returns its `src`."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", folder, revision], check=True)
+    return Path(folder) / "src"
+
+
+def measure(name: str, source: Path, args) -> list[dict]:
+    """Every traffic and concurrency level against one server."""
+    port = free_port()
+    server = start_server(port, source, args.max_batch_size)
+    url = f"http://127.0.0.1:{port}"
+    results = []
+    try:
+        httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "1234>"}, timeout=120)
+        for traffic in ("identical", "mixed"):
+            bodies = make_bodies(traffic, args.requests, tuple(args.max_tokens_range))
+            for concurrency in args.concurrency:
+                result = {"server": name, "traffic": traffic, **run_level(url, bodies, concurrency)}
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    finally:
+        server.terminate()
+        server.wait()
+    return results
+
+
+def plot(results: list[dict], path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
+    for server, traffic in sorted({(row["server"], row["traffic"]) for row in results}):
+        rows = [row for row in results if (row["server"], row["traffic"]) == (server, traffic)]
+        style = {"label": f"{server}, {traffic}", "marker": "o", "linestyle": "-" if traffic == "mixed" else "--"}
+        throughput.plot([row["concurrency"] for row in rows], [row["tokens_per_s"] for row in rows], **style)
+        latency.plot([row["concurrency"] for row in rows], [row["latency_p99_s"] for row in rows], **style)
+    for axis, label in ((throughput, "completion tokens/s"), (latency, "p99 latency (s)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent clients")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    throughput.legend()
+    figure.suptitle("cola-diffusers serve, demo model, loopback")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=64, help="Requests per concurrency level.")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--time-limit", type=float, default=30.0, help="Seconds per concurrency level at most.")
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--output", help="Also write the results as JSON to this file.")
+    parser.add_argument("--requests", type=int, default=64, help="Requests per traffic and concurrency level.")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--max-tokens-range", type=int, nargs=2, default=[8, 64], metavar=("LOW", "HIGH"))
+    parser.add_argument("--max-batch-size", type=int, default=16, help="The servers' `--max-batch-size`.")
+    parser.add_argument("--baseline", help="Also measure the server of this git revision, first.")
+    parser.add_argument("--output", type=Path, help="Write bench_server.json and bench_server.png into this folder.")
     args = parser.parse_args()
 
-    port = free_port()
-    server = start_server(port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "1234>"}, timeout=60)
-        results = [run_level(url, c, args.requests, args.time_limit, args.max_tokens) for c in args.concurrency]
-    finally:
-        server.terminate()
-        server.wait()
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        if args.baseline:
+            try:
+                results += measure(args.baseline, checkout(args.baseline, f"{folder}/baseline"), args)
+            finally:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", f"{folder}/baseline"])
+        results += measure("this checkout", REPO / "src", args)
 
-    print(f"{'clients':>8} {'requests':>9} {'req/s':>8} {'tokens/s':>9} {'p50 s':>7} {'max s':>7}")
+    print(f"{'server':>14} {'traffic':>10} {'clients':>8} {'tokens/s':>9} {'p50 s':>7} {'p99 s':>7}")
     for row in results:
         print(
-            f"{row['concurrency']:>8} {row['requests']:>9} {row['requests_per_s']:>8} {row['tokens_per_s']:>9} "
-            f"{row['latency_p50_s']:>7} {row['latency_max_s']:>7}"
+            f"{row['server']:>14} {row['traffic']:>10} {row['concurrency']:>8} {row['tokens_per_s']:>9} "
+            f"{row['latency_p50_s']:>7} {row['latency_p99_s']:>7}"
         )
     if args.output:
-        with open(args.output, "w") as file:
-            json.dump({"max_tokens": args.max_tokens, "results": results}, file, indent=2)
+        args.output.mkdir(parents=True, exist_ok=True)
+        settings = {key: value for key, value in vars(args).items() if key != "output"}
+        (args.output / "bench_server.json").write_text(
+            json.dumps({"settings": settings, "results": results}, indent=2)
+        )
+        plot(results, args.output / "bench_server.png")
 
 
 if __name__ == "__main__":

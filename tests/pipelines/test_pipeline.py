@@ -14,12 +14,14 @@
 
 """Behaviour of ColaDLMPipeline beyond parity: stopping, batching, outputs, callbacks, randomness."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from cola_diffusers import ColaDLMPipeline
+from cola_diffusers.generation.logits import TokenSampling
 
 from ..conftest import PROMPTS, make_tiny_pipeline, save_distilled_checkpoint
 
@@ -219,3 +221,36 @@ def test_a_saved_checkpoint_samples_with_its_own_defaults(pipe, tmp_path):
     # A checkpoint that records no defaults samples with 16 steps and guidance 7.
     assert pipe.config.default_num_inference_steps is None
     assert steps_per_block_and_branches(pipe) == (16, 7.0, True)
+
+
+def test_presence_and_frequency_penalties_change_the_blocks_after_the_first(pipe):
+    kwargs = {"gen_length": 24, "eos_early_stop": False, "repetition_penalty": 1.0}
+    plain = pipe(PROMPTS, generator=torch.Generator().manual_seed(0), **kwargs)
+    zeros = pipe(
+        PROMPTS, generator=torch.Generator().manual_seed(0), presence_penalty=0, frequency_penalty=0, **kwargs
+    )
+    assert torch.equal(zeros.sequences, plain.sequences)
+    for penalty in (-2.0, 2.0):
+        penalties = {"presence_penalty": penalty, "frequency_penalty": penalty}
+        penalized = pipe(PROMPTS, generator=torch.Generator().manual_seed(0), **penalties, **kwargs)
+        # The first block has no earlier tokens to penalise.
+        first_block = penalized.sequences[:, :1]
+        assert torch.equal(first_block, plain.sequences[:, :1])
+        assert not torch.equal(penalized.sequences, plain.sequences)
+
+
+def test_penalties_leave_out_the_prompt_tokens_that_the_first_block_re_emits(pipe):
+    calls = []
+
+    @dataclasses.dataclass(frozen=True)
+    class RecordedSampling(TokenSampling):
+        def __call__(self, logits, history, generator=None, num_prompt_tokens=None):
+            calls.append((history.shape[1], num_prompt_tokens))
+            return super().__call__(logits, history, generator, num_prompt_tokens)
+
+    request = pipe.make_request(prompt=PROMPTS, gen_length=12, eos_early_stop=False, presence_penalty=1.0)
+    pipe(request=dataclasses.replace(request, sampling=RecordedSampling(**vars(request.sampling))))
+    tokens_per_block = pipe.transformer.config.block_size * pipe.vae.config.patch_size
+    trimmed = [len(ids) % tokens_per_block for ids in request.prompt_token_ids]
+    assert any(trimmed) and calls[1:] and all(count == trimmed for _, count in calls)
+    assert [length for length, _ in calls] == [index * tokens_per_block for index in range(len(calls))]

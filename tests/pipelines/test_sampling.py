@@ -17,7 +17,7 @@
 import pytest
 import torch
 
-from cola_diffusers.generation.logits import sample_tokens
+from cola_diffusers.generation.logits import penalize_generated, sample_tokens
 
 
 NUM_DRAWS = 20000
@@ -94,3 +94,21 @@ def test_per_row_generators_equal_row_by_row_sampling():
             logits[row : row + 1], history[row : row + 1], generator=torch.Generator().manual_seed(seed), **kwargs
         )
         assert batch[row].tolist() == alone[0].tolist()
+
+
+def test_presence_and_frequency_penalties_count_only_the_generated_tokens_of_each_row():
+    logits = torch.zeros(2, 1, 6)
+    # Row 0 re-emits one prompt token (5) before its generated tokens 1, 1, 3; row 1 generated 5, 5, 2, 4.
+    history = torch.tensor([[5, 1, 1, 3], [5, 5, 2, 4]])
+    scores = penalize_generated(logits, history, [1, 0], presence_penalty=0.5, frequency_penalty=0.25)
+    assert scores[0, 0].tolist() == [0.0, -1.0, 0.0, -0.75, 0.0, 0.0]
+    assert scores[1, 0].tolist() == [0.0, 0.0, -0.75, 0.0, -0.75, -1.0]
+
+
+def test_negative_penalties_favour_the_generated_tokens():
+    logits = torch.tensor([[[1.0, 0.9, 0.0]]])
+    history = torch.tensor([[1]])
+    assert sample_tokens(logits, history).tolist() == [[0]]
+    assert sample_tokens(logits, history, presence_penalty=-0.2).tolist() == [[1]]
+    assert sample_tokens(logits, history, frequency_penalty=-0.2).tolist() == [[1]]
+    assert sample_tokens(logits, history, presence_penalty=-0.2, num_prompt_tokens=[1]).tolist() == [[0]]

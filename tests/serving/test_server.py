@@ -368,3 +368,18 @@ def test_an_unknown_model_gets_a_404_naming_the_served_one(http):
     response = http.post("/v1/completions", json={"model": "x" * 100_000, "prompt": "1234>"})
     assert response.status_code == 404 and len(response.content) < 1_000
     assert "(100000 characters)" in response.json()["error"]["message"]
+
+
+def test_presence_and_frequency_penalties_are_applied_per_request(http):
+    body = {"model": MODEL, "prompt": "1111>", "max_tokens": 8, "seed": 0}
+    plain = http.post("/v1/completions", json=body).json()["choices"]
+    # What LangChain's ChatOpenAI and others send by default.
+    zeros = http.post("/v1/completions", json={**body, "presence_penalty": 0, "frequency_penalty": 0.0})
+    assert zeros.status_code == 200 and zeros.json()["choices"] == plain
+    pipe = demo_pipeline()
+    for penalties in ({"presence_penalty": 2.0}, {"frequency_penalty": 1.5}, {"presence_penalty": -1.0}):
+        served = http.post("/v1/completions", json={**body, **penalties}).json()["choices"][0]["text"]
+        alone = pipe("1111>", gen_length=8, generator=[torch.Generator().manual_seed(0)], **penalties).texts[0]
+        assert served == alone
+    refused = http.post("/v1/completions", json={**body, "frequency_penalty": 2.5})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "frequency_penalty"

@@ -68,13 +68,13 @@ def test_a_request_of_more_rows_than_allowed_is_refused_before_any_model_work(sp
 
 
 def mixed_requests(count: int) -> list[dict]:
-    """Seeded requests of different lengths, temperatures, stops and guidance scales."""
+    """Seeded requests of different lengths, temperatures, stops, guidance scales and penalties."""
     pick = random.Random(0)
     bodies = []
     for seed in range(count):
         body = {"model": MODEL, "prompt": f"{pick.randrange(10**4):04d}>", "seed": seed}
         body |= {"max_tokens": pick.choice([4, 8, 12, 16, 24, 32]), "temperature": pick.choice([0.0, 0.7])}
-        body |= {"guidance_scale": pick.choice([1.0, 7.0])}
+        body |= {"guidance_scale": pick.choice([1.0, 7.0]), "frequency_penalty": pick.choice([0.0, 1.0])}
         if seed % 3 == 0:
             body["stop"] = [str(seed % 10)]
         bodies.append(body)
@@ -84,8 +84,9 @@ def mixed_requests(count: int) -> list[dict]:
 def pipeline_choice(pipe, body: dict) -> tuple[str, str, int]:
     """What the pipeline gives `body` alone, with the seed's generator: text, finish reason, tokens."""
     settings = {"gen_length": body["max_tokens"], "temperature": body["temperature"], "stop": body.get("stop")}
+    settings |= {"guidance_scale": body["guidance_scale"], "frequency_penalty": body["frequency_penalty"]}
     generator = [torch.Generator().manual_seed(body["seed"])]
-    output = pipe(body["prompt"], guidance_scale=body["guidance_scale"], generator=generator, **settings)
+    output = pipe(body["prompt"], generator=generator, **settings)
     return output.texts[0], output.finish_reasons[0], output.num_tokens[0]
 
 

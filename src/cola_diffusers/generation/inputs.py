@@ -103,7 +103,7 @@ def check_sampling_inputs(*, gen_length, block_length, num_inference_steps, guid
         raise ValueError(f"`stop` must be a non-empty string or a list of non-empty strings, got {stop!r}.")
 
 
-def check_token_sampling_inputs(temperature, top_k, top_p, repetition_penalty):
+def check_token_sampling_inputs(temperature, top_k, top_p, repetition_penalty, presence_penalty, frequency_penalty):
     """Raises a `ValueError` for an invalid token sampling argument."""
     if temperature < 0:
         raise ValueError(f"`temperature` must be >= 0, got {temperature}.")
@@ -113,6 +113,9 @@ def check_token_sampling_inputs(temperature, top_k, top_p, repetition_penalty):
         raise ValueError(f"`top_p` must be in (0, 1] or None, got {top_p}.")
     if repetition_penalty <= 0:
         raise ValueError(f"`repetition_penalty` must be > 0, got {repetition_penalty}.")
+    for name, value in (("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
+        if not -2 <= value <= 2:
+            raise ValueError(f"`{name}` must be in [-2, 2], got {value}.")
 
 
 def check_length_inputs(gen_length, max_sequence_length):

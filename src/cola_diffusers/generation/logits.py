@@ -16,6 +16,7 @@
 Token sampling from the Text VAE decoder's logits, with transformers' logits processors where their formulas are
 the official sampler's: repetition penalty, temperature and top-k. Top-p keeps the official rule (a token stays
 while the probability above it is at most `top_p`), which transformers' `TopPLogitsWarper` words differently.
+Presence and frequency penalties are OpenAI's and vLLM's, over the tokens generated so far.
 """
 
 from dataclasses import dataclass
@@ -42,6 +43,25 @@ def filter_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(remove, float("-inf"))
 
 
+def penalize_generated(
+    scores: torch.Tensor,
+    history: torch.LongTensor,
+    num_prompt_tokens: list[int] | None,
+    presence_penalty: float,
+    frequency_penalty: float,
+) -> torch.Tensor:
+    """
+    Subtracts `frequency_penalty` times the count of every token among the generated tokens of its row, and
+    `presence_penalty` once for every token among them (vLLM's definitions), from `scores` `(batch_size,
+    num_tokens, vocab_size)`. A row's generated tokens are its `history` but the first `num_prompt_tokens[row]`.
+    """
+    positions = torch.arange(history.shape[1], device=history.device)
+    generated = positions >= history.new_tensor(num_prompt_tokens or [0] * history.shape[0])[:, None]
+    counts = scores.new_zeros(scores.shape[0], scores.shape[-1]).scatter_add_(1, history, generated.to(scores.dtype))
+    penalty = frequency_penalty * counts + presence_penalty * (counts > 0).to(scores.dtype)
+    return scores - penalty[:, None, :]
+
+
 def sample_tokens(
     logits: torch.Tensor,
     history: torch.LongTensor | None = None,
@@ -50,10 +70,14 @@ def sample_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    num_prompt_tokens: list[int] | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.LongTensor:
     """
-    Samples one token per position: repetition penalty, then temperature, top-k and top-p, then a draw.
+    Samples one token per position: repetition penalty, presence and frequency penalties, then temperature, top-k
+    and top-p, then a draw.
 
     Args:
         logits (`torch.Tensor` of shape `(batch_size, num_tokens, vocab_size)`): Decoder logits of one block.
@@ -62,15 +86,22 @@ def sample_tokens(
         top_k (`int`, *optional*), top_p (`float`, *optional*): Filters applied when `temperature > 0`.
         repetition_penalty (`float`, defaults to 1.0): Penalty of `history` tokens: positive logits are divided by
             it, negative ones multiplied.
+        presence_penalty (`float`, defaults to 0.0), frequency_penalty (`float`, defaults to 0.0): Penalties of the
+            generated tokens of `history` (see [`penalize_generated`]).
+        num_prompt_tokens (`list[int]`, *optional*): Per row, the prompt tokens `history` starts with (those the
+            first block re-emits), which presence and frequency penalties leave out.
         generator (`torch.Generator` or `list[torch.Generator]`, *optional*): One generator, or one per row.
 
     Returns:
         `torch.LongTensor` of shape `(batch_size, num_tokens)`.
     """
     batch_size, num_tokens, vocab_size = logits.shape
-    # transformers' processors take one row of scores per position, with that row's history.
-    scores = logits.float().flatten(0, 1)
     history = history if history is not None and history.shape[1] > 0 else None
+    logits = logits.float()
+    if history is not None and (presence_penalty or frequency_penalty):
+        logits = penalize_generated(logits, history, num_prompt_tokens, presence_penalty, frequency_penalty)
+    # transformers' processors take one row of scores per position, with that row's history.
+    scores = logits.flatten(0, 1)
     processors = LogitsProcessorList()
     if history is not None and repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
@@ -101,17 +132,30 @@ class TokenSampling:
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float = DEFAULTS.repetition_penalty
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def __post_init__(self):
-        check_token_sampling_inputs(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
+        check_token_sampling_inputs(
+            self.temperature,
+            self.top_k,
+            self.top_p,
+            self.repetition_penalty,
+            self.presence_penalty,
+            self.frequency_penalty,
+        )
 
     def __call__(
         self,
         logits: torch.Tensor,
         history: torch.LongTensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        num_prompt_tokens: list[int] | None = None,
     ) -> torch.LongTensor:
-        """The tokens of one block's `logits`, earlier tokens `history` penalised."""
+        """
+        The tokens of one block's `logits`, earlier tokens `history` penalised; `history` starts with
+        `num_prompt_tokens` re-emitted prompt tokens per row.
+        """
         return sample_tokens(
             logits,
             history,
@@ -119,5 +163,8 @@ class TokenSampling:
             top_k=self.top_k,
             top_p=self.top_p,
             repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            num_prompt_tokens=num_prompt_tokens,
             generator=generator,
         )

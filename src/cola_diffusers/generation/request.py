@@ -174,6 +174,8 @@ def build_request(
     top_k: int | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
     eos_early_stop: bool | None = None,
     eos_token_id: int | list[int] | None = None,
     stop: str | list[str] | None = None,
@@ -207,6 +209,8 @@ def build_request(
         top_k,
         top_p,
         DEFAULTS.repetition_penalty if repetition_penalty is None else repetition_penalty,
+        presence_penalty or 0.0,
+        frequency_penalty or 0.0,
     )
     chat, turn_stop_token_id, chat_pad_token_id = None, None, None
     if messages is not None:

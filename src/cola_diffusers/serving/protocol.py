@@ -81,6 +81,10 @@ class GenerationRequest(StrictModel):
     temperature: float = Field(default=DEFAULTS.temperature, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: integer(ge=1) | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    # vLLM's extension; None: `DEFAULTS.repetition_penalty`, the official sampler's.
+    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
     seed: integer(ge=0, le=MAX_SEED) | None = None
     stop: NonEmptyText | Annotated[list[NonEmptyText], Field(max_length=4)] | None = None
     n: integer(ge=1, le=16) = 1

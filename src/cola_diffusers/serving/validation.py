@@ -115,6 +115,9 @@ async def validated_job(
             temperature=body.temperature,
             top_k=body.top_k,
             top_p=body.top_p,
+            repetition_penalty=body.repetition_penalty,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
             stop=body.stop_strings(),
             max_sequence_length=config.max_model_len,
         )

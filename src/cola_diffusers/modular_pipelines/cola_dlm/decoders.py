@@ -71,9 +71,11 @@ class ColaDLMLoopDecoder(ModularPipelineBlocks):
         block, tokens, request = block_state.block, block_state.tokens, block_state.request
         block_state.clean_latents[:, block.latent_slice] = block_state.block_latents
         logits = block_state.sampler.decode_block(block, block_state.block_latents)
-        tokens[:, block.token_slice] = request.sampling(
-            logits, tokens[:, : block.token_slice.start], block_state.generator
+        history, num_prompt_tokens = (
+            tokens[:, : block.token_slice.start],
+            block_state.sampler.layout.num_trimmed_tokens,
         )
+        tokens[:, block.token_slice] = request.sampling(logits, history, block_state.generator, num_prompt_tokens)
         new_token_ids = block_state.sampler.layout.new_token_ids(tokens, block.token_slice.stop, request.gen_length)
         block_state.completions = [request.truncate(components.tokenizer, ids) for ids in new_token_ids]
         block_state.finished = all(completion.stopped for completion in block_state.completions)

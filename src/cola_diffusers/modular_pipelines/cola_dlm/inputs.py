@@ -69,6 +69,8 @@ ARGUMENT_INPUTS = [
     InputParam("top_k", type_hint=int, description="Top-k filter when `temperature > 0`."),
     InputParam("top_p", type_hint=float, description="Top-p filter when `temperature > 0`."),
     InputParam("repetition_penalty", type_hint=float, description="Penalty of tokens sampled in earlier blocks."),
+    InputParam("presence_penalty", type_hint=float, description="OpenAI's presence penalty of the new tokens."),
+    InputParam("frequency_penalty", type_hint=float, description="OpenAI's frequency penalty of the new tokens."),
     InputParam(
         "eos_early_stop",
         type_hint=bool,

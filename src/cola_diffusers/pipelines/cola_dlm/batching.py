@@ -289,7 +289,8 @@ class RunningBatch:
         start = row.block_index * self.tokens_per_block
         end = start + self.tokens_per_block
         history = row.tokens[None, :start]
-        row.block_tokens(row.block_index)[:] = row.request.sampling(logits, history, [row.generator])[0]
+        sampled = row.request.sampling(logits, history, [row.generator], [row.num_trimmed_tokens])
+        row.block_tokens(row.block_index)[:] = sampled[0]
         new_token_ids = row.tokens[row.num_trimmed_tokens : min(row.num_trimmed_tokens + row.request.gen_length, end)]
         row.completion = row.request.truncate(self.pipe.tokenizer, new_token_ids.tolist())
         row.block_index += 1

@@ -28,13 +28,12 @@ from transformers import PreTrainedTokenizerFast
 from ...generation.chat import CHAT_FORMATS
 from ...generation.inputs import check_checkpoint_defaults
 from ...generation.request import REQUEST_ARGUMENTS, GenerationRequest
-from ...generation.stopping import Completion, finish_reasons, pad_sequences
 from ...loaders.official_checkpoint import FromOfficialLayoutMixin
 from ...models.autoencoders.autoencoder_kl_cola_text import AutoencoderKLColaText
 from ...models.transformers.transformer_cola import ColaTransformer1DModel
 from .cuda_graphs import CudaGraphsMixin
 from .layout import ColaDLMLayout
-from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk
+from .pipeline_output import ColaDLMPipelineOutput, ColaDLMStreamChunk, make_output
 from .progress import block_progress_bar, end_progress_bar
 from .prompting import ColaDLMPromptMixin
 from .sampler import BlockSampler, prepare_latents, retrieve_timesteps
@@ -185,6 +184,8 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, CudaGraphsMix
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
         eos_early_stop: bool | None = None,
         eos_token_id: int | list[int] | None = None,
         stop: str | list[str] | None = None,
@@ -228,6 +229,8 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, CudaGraphsMix
             temperature (`float`, *optional*): Token sampling temperature; 0 is greedy.
             top_k (`int`, *optional*), top_p (`float`, *optional*): Token filters when `temperature > 0`.
             repetition_penalty (`float`, *optional*): Penalty of tokens sampled in earlier blocks.
+            presence_penalty (`float`, *optional*), frequency_penalty (`float`, *optional*): OpenAI's penalties, in
+                [-2, 2], of the new tokens sampled in earlier blocks: once per token, and per occurrence.
             eos_early_stop (`bool`, *optional*): Cut each sequence after its first stop token and stop when every
                 prompt has stopped; default True.
             eos_token_id (`int` or `list[int]`, *optional*): Stop tokens; default `<|endoftext|>` and `<|im_end|>`.
@@ -310,9 +313,8 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, CudaGraphsMix
 
                 clean_latents[:, block.latent_slice] = block_latents
                 logits = sampler.decode_block(block, block_latents)
-                tokens[:, block.token_slice] = request.sampling(
-                    logits, tokens[:, : block.token_slice.start], generator
-                )
+                history = tokens[:, : block.token_slice.start]
+                tokens[:, block.token_slice] = request.sampling(logits, history, generator, layout.num_trimmed_tokens)
                 completions = self.completions(request, layout, tokens, block.token_slice.stop)
                 finished = all(completion.stopped for completion in completions)
                 last = finished or self.interrupt or block_index + 1 == layout.num_blocks
@@ -329,7 +331,7 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, CudaGraphsMix
             streamer.end()
         self.maybe_free_model_hooks()
         interrupted = block_index + 1 < layout.num_blocks and not finished
-        output = self.output(request, completions, clean_latents, output_type, interrupted)
+        output = make_output(request, completions, clean_latents, output_type, interrupted)
         return output if return_dict else (output.sequences, output.texts, output.latents)
 
     def stream(
@@ -371,26 +373,6 @@ class ColaDLMPipeline(FromOfficialLayoutMixin, ColaDLMPromptMixin, CudaGraphsMix
         if "error" in result:
             raise result["error"]
         return result["output"]
-
-    def output(
-        self,
-        request: GenerationRequest,
-        completions: list[Completion],
-        clean_latents: torch.Tensor,
-        output_type: str,
-        interrupted: bool,
-    ) -> ColaDLMPipelineOutput:
-        """
-        The kept tokens of every prompt padded to `gen_length`, why each ended, and the texts or latents
-        `output_type` asks for.
-        """
-        return ColaDLMPipelineOutput(
-            sequences=pad_sequences(completions, request.gen_length, request.pad_token_id, clean_latents.device),
-            texts=[completion.text for completion in completions] if output_type == "text" else None,
-            latents=clean_latents if output_type == "latent" else None,
-            finish_reasons=finish_reasons(completions, interrupted),
-            num_tokens=[len(completion.token_ids) for completion in completions],
-        )
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The noise level of timestep `t`."""

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils import BaseOutput
 
+from ...generation.request import GenerationRequest
+from ...generation.stopping import Completion, finish_reasons, pad_sequences
+
 
 @dataclass
 class ColaDLMPipelineOutput(BaseOutput):
@@ -66,3 +69,23 @@ class ColaDLMStreamChunk(BaseOutput):
     texts: list[str]
     finished: list[bool]
     is_preview: bool = False
+
+
+def make_output(
+    request: GenerationRequest,
+    completions: list[Completion],
+    clean_latents: torch.Tensor,
+    output_type: str,
+    interrupted: bool,
+) -> ColaDLMPipelineOutput:
+    """
+    The output of a call: the kept tokens of every prompt padded to `gen_length`, why each ended, and the texts or
+    latents `output_type` asks for.
+    """
+    return ColaDLMPipelineOutput(
+        sequences=pad_sequences(completions, request.gen_length, request.pad_token_id, clean_latents.device),
+        texts=[completion.text for completion in completions] if output_type == "text" else None,
+        latents=clean_latents if output_type == "latent" else None,
+        finish_reasons=finish_reasons(completions, interrupted),
+        num_tokens=[len(completion.token_ids) for completion in completions],
+    )
