@@ -128,7 +128,7 @@ class RunningBatch:
     """
 
     def __init__(self, pipe, settings: GenerationRequest, max_rows: int, max_length: int):
-        self.pipe, self.settings = pipe, settings
+        self.pipe, self.settings, self.max_length = pipe, settings, max_length
         self.device = pipe._execution_device
         self.tokens_per_block = settings.block_length * pipe.vae.config.patch_size
         cache_length = (-(-max_length // self.tokens_per_block) + 1) * settings.block_length
@@ -160,6 +160,14 @@ class RunningBatch:
         """
         if len(requests) > self.free_rows:
             raise ValueError(f"{len(requests)} prompts do not fit the {self.free_rows} free rows.")
+        for request in requests:
+            num_prompt_tokens = len(request.prompt_token_ids[0])
+            prefix_length, num_blocks = self.extent(num_prompt_tokens, request.gen_length)
+            if prefix_length + num_blocks * self.settings.block_length > self.ring.cache_length:
+                raise ValueError(
+                    f"A prompt of {num_prompt_tokens} tokens and {request.gen_length} new ones does not fit the "
+                    f"batch's context of {self.max_length} tokens."
+                )
         rows = []
         entries = sorted(zip(requests, generators, owners), key=lambda entry: entry[0].pad_token_id)
         for pad_token_id, group in groupby(entries, key=lambda entry: entry[0].pad_token_id):
@@ -194,16 +202,17 @@ class RunningBatch:
         self.rows += rows
         return rows
 
+    def extent(self, num_prompt_tokens: int, gen_length: int) -> tuple[int, int]:
+        """The prefix (latents) and the blocks of a prompt of `num_prompt_tokens` tokens that adds `gen_length`."""
+        patch_size, block_length = self.pipe.vae.config.patch_size, self.settings.block_length
+        prefix_length = -(-num_prompt_tokens // patch_size) // block_length * block_length
+        return prefix_length, count_blocks([num_prompt_tokens], gen_length, block_length, patch_size)
+
     def make_row(self, entry: tuple, layout: ColaDLMLayout, index: int) -> BatchRow:
         """The row of prompt `index` of a prefilled `layout`, with the noise of all its blocks drawn."""
         request, generator, owner = entry
-        patch_size, block_length = self.pipe.vae.config.patch_size, self.settings.block_length
-        num_prompt_tokens = len(request.prompt_token_ids[0])
-        num_blocks = count_blocks([num_prompt_tokens], request.gen_length, block_length, patch_size)
-        prefix_length = int(layout.prefix_lengths[index])
-        if prefix_length + num_blocks * block_length > self.ring.cache_length:
-            raise ValueError(f"A prompt of {num_prompt_tokens} tokens and {request.gen_length} new ones is too long.")
-        shape = (1, num_blocks * block_length, self.pipe.transformer.config.in_channels)
+        prefix_length, num_blocks = self.extent(len(request.prompt_token_ids[0]), request.gen_length)
+        shape = (1, num_blocks * self.settings.block_length, self.pipe.transformer.config.in_channels)
         return BatchRow(
             request=request,
             generator=generator,
