@@ -136,7 +136,7 @@ def add_serve_limit_arguments(parser):
         help="max_tokens of requests that set none; default $COLA_DEFAULT_MAX_NEW_TOKENS, else 64 or the limit.",
     )
     parser.add_argument(
-        "--max-batch-size", type=positive_int, default=16, help="Rows (prompts times n) per pipeline call."
+        "--max-batch-size", type=positive_int, default=16, help="Rows (prompts times n) of the running batch."
     )
     parser.add_argument(
         "--max-rows-per-request", type=positive_int, default=256, help="Rows (prompts times n) a request may ask for."

@@ -60,11 +60,11 @@ def create_app(
 ) -> FastAPI:
     """
     Builds the FastAPI app serving `pipe` as `model_name`: `POST /v1/completions`, `POST /v1/chat/completions`,
-    `GET /v1/models` and `GET /health`. The pipeline's progress bar is turned off: the app logs a line per request
+    `GET /v1/models`, `GET /health` and `GET /metrics`. The pipeline's progress bar is turned off: the app logs a line per request
     instead (logger `cola_diffusers.serving`, level INFO).
 
     Args:
-        pipe ([`ColaDLMPipeline`]): The pipeline; every request runs on it, one pipeline call at a time.
+        pipe ([`ColaDLMPipeline`]): The pipeline; every request runs on its models, in one running batch.
         model_name (`str`): The model id clients pass as `model`.
         api_key (`str`, *optional*): When set, `/v1` requests need `Authorization: Bearer <api_key>`.
         max_tokens_limit (`int`, *optional*): The largest `max_tokens` a request may ask for; default the context
@@ -72,8 +72,8 @@ def create_app(
         default_max_tokens (`int`, *optional*): `max_tokens` of requests that do not set it; default 64, or
             `max_tokens_limit` where that is smaller.
         max_queue (`int`, defaults to 64): Requests waiting or running at most; more are answered 503.
-        max_batch_size (`int`, defaults to 16): Rows (prompts times `n`) per pipeline call at most; a request of
-            more rows runs in several calls, in turns with the other requests. Also the most rows of a streamed
+        max_batch_size (`int`, defaults to 16): Rows (prompts times `n`) of the running batch at most; a request of
+            more rows joins it a part at a time, in turns with the other requests. Also the most rows of a streamed
             request.
         max_rows_per_request (`int`, defaults to 256): Rows (prompts times `n`) a request may ask for.
         max_model_len (`int`, *optional*): Prompt plus `max_tokens` at most; longer prompts are answered 400
