@@ -135,8 +135,14 @@ class GenerationEngine:
             job.closed = True
             self.num_jobs -= 1
 
+    def plan(self) -> RunningBatch:
+        """The running batch of the checkpoint's step loop (its default steps and block length), caches allocated."""
+        settings = self.pipe.make_request(prompt_token_ids=[[0]], gen_length=1, max_sequence_length=self.max_model_len)
+        return RunningBatch(self.pipe, settings, self.max_batch_size, self.max_model_len)
+
     async def run(self):
-        """The worker loop; runs until cancelled."""
+        """The worker loop, with caches planned at its start; runs until cancelled."""
+        self.batch = await asyncio.to_thread(self.plan)
         while True:
             self._drop_cancelled()
             joining = self._joining_rows()
