@@ -21,7 +21,8 @@ identical and with mixed traffic, optionally against the server of an earlier re
 
 Identical traffic: every request greedy, `max_tokens` 32, not streamed. Mixed traffic: `max_tokens` drawn from
 `--max-tokens-range`, temperature 0 or 0.7, a third streamed and a third with a stop string. Every request is seeded.
-Reports completion tokens/s and p50/p99 latency per server, traffic and concurrency; `--output DIR` writes
+Reports completion tokens/s and p50/p99 latency per server, traffic and concurrency (and with `--check-alone`,
+whether every request got the text it gets alone); `--output DIR` writes
 `bench_server.json` and `bench_server.png` there.
 """
 
@@ -87,22 +88,26 @@ def make_bodies(traffic: str, count: int, max_tokens_range: tuple[int, int]) -> 
     return bodies
 
 
-def send(http: httpx.Client, body: dict) -> int:
-    """Sends one request; returns its completion tokens."""
+def send(http: httpx.Client, body: dict) -> tuple[int, str]:
+    """Sends one request; returns its completion tokens and text."""
     if not body.get("stream"):
         response = http.post("/v1/completions", json=body)
         response.raise_for_status()
-        return response.json()["usage"]["completion_tokens"]
+        return response.json()["usage"]["completion_tokens"], response.json()["choices"][0]["text"]
     with http.stream("POST", "/v1/completions", json=body) as response:
         response.raise_for_status()
-        events = [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: {")]
-    return json.loads(events[-1])["usage"]["completion_tokens"]
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    text = "".join(choice["text"] for event in events for choice in event["choices"])
+    return events[-1]["usage"]["completion_tokens"], text
 
 
 def run_level(url: str, bodies: list[dict], concurrency: int) -> dict:
-    """Sends `bodies` from `concurrency` client threads; throughput and latency percentiles."""
+    """
+    Sends `bodies` from `concurrency` client threads; throughput, latency percentiles and the texts, in the order of
+    `bodies`.
+    """
     lock = threading.Lock()
-    queue, latencies, tokens = list(reversed(bodies)), [], [0]
+    queue, latencies, tokens, texts = list(reversed(list(enumerate(bodies)))), [], [0], {}
 
     def client():
         with httpx.Client(base_url=url, timeout=600) as http:
@@ -110,9 +115,9 @@ def run_level(url: str, bodies: list[dict], concurrency: int) -> dict:
                 with lock:
                     if not queue:
                         return
-                    body = queue.pop()
+                    index, body = queue.pop()
                 start = time.perf_counter()
-                completion_tokens = send(http, body)
+                completion_tokens, texts[index] = send(http, body)
                 with lock:
                     latencies.append(time.perf_counter() - start)
                     tokens[0] += completion_tokens
@@ -132,6 +137,7 @@ def run_level(url: str, bodies: list[dict], concurrency: int) -> dict:
         "tokens_per_s": round(tokens[0] / wall, 1),
         "latency_p50_s": round(statistics.median(latencies), 3),
         "latency_p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 3),
+        "texts": [texts[index] for index in range(len(bodies))],
     }
 
 
@@ -151,8 +157,13 @@ def measure(name: str, source: Path, args) -> list[dict]:
         httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "1234>"}, timeout=120)
         for traffic in ("identical", "mixed"):
             bodies = make_bodies(traffic, args.requests, tuple(args.max_tokens_range))
+            alone = run_level(url, bodies, 1)["texts"] if args.check_alone else None
             for concurrency in args.concurrency:
                 result = {"server": name, "traffic": traffic, **run_level(url, bodies, concurrency)}
+                texts = result.pop("texts")
+                if alone is not None:
+                    # Every request's text is the one it gets when it is the only one on the server.
+                    result["same_as_alone"] = texts == alone
                 print(json.dumps(result), flush=True)
                 results.append(result)
     finally:
@@ -191,6 +202,9 @@ def main():
     parser.add_argument("--max-tokens-range", type=int, nargs=2, default=[8, 64], metavar=("LOW", "HIGH"))
     parser.add_argument("--max-batch-size", type=int, default=16, help="The servers' `--max-batch-size`.")
     parser.add_argument("--baseline", help="Also measure the server of this git revision, first.")
+    parser.add_argument(
+        "--check-alone", action="store_true", help="Check that every request gets the text it gets alone."
+    )
     parser.add_argument("--output", type=Path, help="Write bench_server.json and bench_server.png into this folder.")
     args = parser.parse_args()
 
