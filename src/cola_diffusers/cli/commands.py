@@ -231,40 +231,59 @@ def generate(args):
             print(text)
 
 
-def serve(args):
-    # A taken port is found before the model loads.
-    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+def check_port(host: str, port: int):
+    """Raises an `OSError` naming `--port` when `host:port` is taken, so that it is found before the model loads."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
-            probe.bind((args.host, args.port))
+            probe.bind((host, port))
         except OSError as error:
-            raise OSError(
-                f"Cannot listen on {args.host}:{args.port} ({error.strerror}); pick another --port."
-            ) from None
+            raise OSError(f"Cannot listen on {host}:{port} ({error.strerror}); pick another --port.") from None
+
+
+def load_served_pipeline(args):
+    """The pipeline `serve` serves, with a warning of settings the model was not trained with."""
+    pipe = load_pipeline(args)
+    warn_of_untrained_settings(pipe, args)
+    return pipe
+
+
+def served_model_name(args) -> str:
+    """The id clients pass as `model`: `--served-model-name`, else the folder name or repo id of `--model`."""
+    if args.served_model_name is None and os.path.isdir(args.model):
+        return os.path.basename(os.path.normpath(args.model))
+    return args.served_model_name or args.model
+
+
+def app_options(args) -> dict:
+    """The keyword arguments of `create_app` that `serve`'s flags set."""
+    return {
+        "api_key": args.api_key,
+        "max_tokens_limit": args.max_tokens_limit,
+        "default_max_tokens": args.default_max_tokens,
+        "max_queue": args.max_queue,
+        "max_batch_size": args.max_batch_size,
+        "max_rows_per_request": args.max_rows_per_request,
+        "max_model_len": args.max_model_len,
+        "max_request_bytes": args.max_request_bytes,
+        "body_timeout": args.body_timeout,
+        "chat_format": args.chat_format,
+        "seed": args.seed,
+        "allowed_origins": args.allowed_origins,
+        "enable_docs": not args.disable_fastapi_docs,
+    }
+
+
+def serve(args):
+    if args.replicas is not None:
+        from .replicas import serve_on_ray
+
+        serve_on_ray(args)
+        return
+    check_port(args.host, args.port)
 
     from ..serving import create_app, serve_app
 
-    pipe = load_pipeline(args)
-    warn_of_untrained_settings(pipe, args)
-    model_name = args.served_model_name or args.model
-    if args.served_model_name is None and os.path.isdir(args.model):
-        model_name = os.path.basename(os.path.normpath(args.model))
-    app = create_app(
-        pipe,
-        model_name,
-        api_key=args.api_key,
-        max_tokens_limit=args.max_tokens_limit,
-        default_max_tokens=args.default_max_tokens,
-        max_queue=args.max_queue,
-        max_batch_size=args.max_batch_size,
-        max_rows_per_request=args.max_rows_per_request,
-        max_model_len=args.max_model_len,
-        max_request_bytes=args.max_request_bytes,
-        body_timeout=args.body_timeout,
-        chat_format=args.chat_format,
-        seed=args.seed,
-        allowed_origins=args.allowed_origins,
-        enable_docs=not args.disable_fastapi_docs,
-    )
+    app = create_app(load_served_pipeline(args), served_model_name(args), **app_options(args))
     serve_app(
         app,
         args.host,
