@@ -35,15 +35,20 @@ def has_body(scope) -> bool:
     return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
 
-def closing_after_response(send):
-    """`send` that answers with `Connection: close`."""
+def with_header(send, name: bytes, value: bytes):
+    """`send` that adds the header `name: value` to the response."""
 
-    async def send_and_close(message):
+    async def send_with_header(message):
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
         await send(message)
 
-    return send_and_close
+    return send_with_header
+
+
+def closing_after_response(send):
+    """`send` that answers with `Connection: close`."""
+    return with_header(send, b"connection", b"close")
 
 
 class RequestGate:
