@@ -117,6 +117,7 @@ def add_serve_parser(commands):
     )
     parser.add_argument("--disable-fastapi-docs", action="store_true", help="Serve no /docs, /redoc or /openapi.json.")
     add_serve_limit_arguments(parser)
+    add_replica_arguments(parser)
     parser.set_defaults(func=serve)
 
 
@@ -154,6 +155,22 @@ def add_serve_limit_arguments(parser):
     )
     parser.add_argument(
         "--limit-concurrency", type=positive_int, help="Open connections and tasks at most; more get 503."
+    )
+
+
+def add_replica_arguments(parser):
+    """`--replicas` and `--address` of `serve`: the same API from several replicas on Ray Serve."""
+    parser.add_argument(
+        "--replicas",
+        type=positive_int,
+        help="Serve with Ray Serve: this many replicas, one model each, behind one address (pip install "
+        '"cola-diffusers[ray]"; see docs/serving.md).',
+    )
+    parser.add_argument(
+        "--address",
+        default=environment("RAY_ADDRESS", None),
+        help="With --replicas, the Ray cluster to run on: `auto` for one started here with `ray start`, HOST:PORT "
+        "for its head; default $RAY_ADDRESS, else a new Ray on this machine that stops with the command.",
     )
 
 
