@@ -24,6 +24,7 @@ import sys
 import pytest
 from safetensors.torch import load_file, save_file
 
+from cola_diffusers.cli import main
 from cola_diffusers.demo import DEMO_MODEL_PATH
 from cola_diffusers.training import train
 
@@ -95,6 +96,7 @@ def error_runs(tmp_path_factory):
     )
     cases = {
         "port": (["serve", "--port", "99999"], ["--port: must be an integer from 0 to 65535, got 99999"]),
+        "replicas": (["serve", "--replicas", "0"], ["--replicas: must be an integer >= 1, got 0"]),
         "device_name": (["generate", "1>", "--device", "nonsense"], ["--device: must be a device such as cpu"]),
         "device_missing": (["generate", "1>", "--device", "cuda:99"], ["--device cuda:99 is not available here"]),
         "prompt_not_a_string": (
@@ -155,6 +157,7 @@ def error_runs(tmp_path_factory):
 
 CASES = [
     "port",
+    "replicas",
     "device_name",
     "device_missing",
     "prompt_not_a_string",
@@ -184,6 +187,15 @@ def test_bad_input_is_one_line_with_exit_code_2(case, error_runs):
     assert "error:" in last
     for text in expected:
         assert text in last, (text, last)
+
+
+def test_replicas_without_ray_say_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(SystemExit) as exit:
+        main(["serve", "--replicas", "2"])
+    error = capsys.readouterr().err
+    assert exit.value.code == 2 and error.startswith("cola-diffusers: error: --replicas runs on Ray Serve")
+    assert error.rstrip().endswith('pip install "cola-diffusers[ray]".'), error
 
 
 @pytest.mark.slow
