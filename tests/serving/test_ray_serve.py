@@ -50,7 +50,9 @@ from ..conftest import REPO_ROOT  # noqa: E402
 KEY = "change-me"
 MODEL = "cola-dlm"
 FLAGS = ["--model", "demo", "--served-model-name", MODEL, "--api-key", KEY]
-ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+# A Ray of the test's own, whatever $RAY_ADDRESS names.
+ENVIRONMENT = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+ENVIRONMENT.update(HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
 
 # Greedy and sampled, several prompts and choices, chat; each with a seed, so that every server gives one answer.
 REQUESTS = [
