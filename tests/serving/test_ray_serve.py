@@ -179,6 +179,8 @@ def test_the_replicas_answer_as_the_single_process_server(servers):
     assert [uses_ray(server.process.pid) for server in servers] == [False, True]
     refused = httpx.post(f"{servers[1].url}/v1/completions", json={"model": MODEL, "prompt": "1>"})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    metrics = httpx.get(f"{servers[1].url}/metrics")
+    assert "cola_requests_total" in metrics.text and "x-replica-id" in metrics.headers
 
 
 @pytest.mark.slow
