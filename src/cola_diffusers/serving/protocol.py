@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..generation.inputs import DEFAULTS, MAX_SEED
+from ..generation.inputs import DEFAULTS, LIMITS, MAX_SEED
 
 
 class OpenAIError(Exception):
@@ -92,9 +92,9 @@ class GenerationRequest(StrictModel):
     stream_options: StreamOptions | None = None
     user: Text | None = None
     # None: the served checkpoint's `default_num_inference_steps` and `default_guidance_scale`, else `DEFAULTS`.
-    num_inference_steps: integer(ge=1, le=256) | None = None
+    num_inference_steps: integer(ge=1, le=LIMITS.num_inference_steps) | None = None
     guidance_scale: float | None = Field(default=None, ge=0.0, le=100.0)
-    block_length: integer(ge=1, le=256) | None = None
+    block_length: integer(ge=1, le=LIMITS.block_length) | None = None
 
     def stop_strings(self) -> tuple[str, ...] | None:
         """`stop` as a tuple of strings (at most 4, none empty), or None."""
