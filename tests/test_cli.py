@@ -71,6 +71,30 @@ def test_help_and_argument_errors_import_no_heavy_module():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_input_errors_are_found_before_torch_is_imported(tmp_path):
+    # A bad prompt file, a training config naming a missing corpus and an eval run to resume that is not there: each
+    # answers before torch, diffusers or transformers load (the error tests of `tests/test_cli_errors.py` rely on it).
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": 123}\n')
+    config = {"stage": "vae", "train_file": "missing.txt", "output_dir": "out", "tokenizer_file": "tokenizer.json"}
+    (tmp_path / "train.json").write_text(json.dumps(config))
+    cases = [
+        ["generate", "--prompt-file", "prompts.jsonl"],
+        ["train", "--config", "train.json"],
+        ["eval", "run", "--tasks", "reverse_digits", "--output", str(tmp_path), "--resume"],
+    ]
+    code = (
+        "import sys\nfrom cola_diffusers.cli import main\n"
+        f"for argv in {cases!r}:\n"
+        "    try:\n        main(argv)\n    except SystemExit as exit:\n        print(exit.code)\n"
+        "print(sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.stdout.split("\n")[:4] == ["2", "2", "2", "[]"], result.stdout + result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert "a JSON line needs a 'prompt' string" in errors[0] and "`train_file` `missing.txt`" in errors[1]
+    assert "--resume:" in errors[2] and len(errors) == 3
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "arguments,message",

@@ -81,10 +81,12 @@ def load_pipeline(args, default_device=None):
     """
     import torch
 
-    from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
-
+    # A device this machine lacks is named before diffusers and the pipeline are imported.
     if args.device is not None:
         check_device(args.device)
+
+    from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
+
     quiet_libraries(args.verbose)
     dtype = None if args.dtype == "auto" else args.dtype
     pipe = ColaDLMPipeline.from_pretrained(args.model, dtype=dtype)
@@ -205,11 +207,13 @@ def print_stream(chunks, output: str):
 
 
 def generate(args):
+    # The prompts are read, and a bad prompt file refused, before torch is imported.
+    prompts = read_prompts(args)
+
     import torch
 
     from ..schedulers import scheduler_from_name
 
-    prompts = read_prompts(args)
     pipe = load_pipeline(args)
     pipe.scheduler = scheduler_from_name(args.scheduler, pipe.scheduler.config)
     # The blocks' bar with --verbose, on stderr; never inside streamed text or JSON.
@@ -311,20 +315,21 @@ def convert(args):
 
 def train(args):
     from ..training import TrainingConfig
+
+    # A bad config, a missing file or an output folder that cannot be written answers before torch is imported.
+    config = TrainingConfig.from_json(args.config)
+    config.check_files()
+
     from ..training import train as run_training
 
-    run_training(TrainingConfig.from_json(args.config))
+    run_training(config)
 
 
 def eval_run(args):
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
     from ..evaluation.data import load_records
-    from ..evaluation.generation import EvalSettings, check_run_config, run_task, write_run_config
-    from ..schedulers import scheduler_from_name
+    from ..evaluation.settings import EvalSettings, check_run_config, write_run_config
 
-    # Every input is checked before the model loads.
+    # Every input is checked before the model loads, and before torch is imported.
     records = {task: load_records(task, args.data, args.limit) for task in args.tasks}
     settings = EvalSettings(
         model=args.model,
@@ -336,8 +341,15 @@ def eval_run(args):
         seeds=tuple(range(args.seed, args.seed + args.seeds)),
         dtype=args.dtype,
     )
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     check_run_config(args.output, settings, args.resume)
+
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from ..evaluation.generation import run_task
+    from ..schedulers import scheduler_from_name
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     pipe = load_pipeline(args, default_device=state.device)
     # The run records the steps and guidance it generates with: the checkpoint's where no flag set them.
     settings = settings.resolved(pipe)
