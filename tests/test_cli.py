@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from cola_diffusers.cli import main
 
+from .cli_processes import run_cli
 from .conftest import (
     ADAPTER_EXAMPLE,
     FIXTURE_DIR,
@@ -43,15 +44,8 @@ COMMAND = [sys.executable, "-m", "cola_diffusers.cli"]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
-def run(*arguments, **kwargs):
-    return subprocess.run(
-        [*COMMAND, *arguments],
-        env={**ENVIRONMENT, **kwargs.pop("env", {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        **kwargs,
-    )
+def run(*arguments, env=None, cwd=None):
+    return run_cli(arguments, env={**ENVIRONMENT, **(env or {})}, cwd=cwd)
 
 
 def free_port() -> int:
@@ -385,9 +379,7 @@ def test_an_unreachable_hub_fails_within_seconds_without_retries():
     environment = {name: value for name, value in ENVIRONMENT.items() if name != "HF_HUB_OFFLINE"}
     environment["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
-    result = subprocess.run(
-        [*COMMAND, "generate", "1>", "--model", "owner/name"], env=environment, capture_output=True, text=True
-    )
+    result = run_cli(["generate", "1>", "--model", "owner/name"], env=environment)
     assert result.returncode == 2 and "Retrying" not in result.stderr, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "Cannot reach the Hub for owner/name, and it is not in the local cache" in line

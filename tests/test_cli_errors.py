@@ -28,6 +28,7 @@ from cola_diffusers.cli import main
 from cola_diffusers.demo import DEMO_MODEL_PATH
 from cola_diffusers.training import train
 
+from .cli_processes import run_cli, start_cli
 from .conftest import FIXTURE_DIR, needs_mounts, on_tmpfs
 from .training.test_training import tiny_config
 
@@ -138,17 +139,7 @@ def error_runs(tmp_path_factory):
         ),
         **training_cases(folder),
     }
-    processes = {
-        case: subprocess.Popen(
-            [*COMMAND, *arguments],
-            env=ENVIRONMENT,
-            cwd=folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for case, (arguments, _) in cases.items()
-    }
+    processes = {case: start_cli(arguments, env=ENVIRONMENT, cwd=folder) for case, (arguments, _) in cases.items()}
     return {
         case: (cases[case][1], process.communicate(timeout=300), process.returncode)
         for case, process in processes.items()
@@ -224,8 +215,6 @@ def poison_a_weight(folder):
 @pytest.mark.slow
 def test_weights_that_are_not_finite_are_warned_about(tmp_path):
     folder = broken_model(tmp_path / "nan", poison_a_weight)
-    result = subprocess.run(
-        [*COMMAND, "generate", "1234>", "--model", folder], env=ENVIRONMENT, capture_output=True, text=True
-    )
+    result = run_cli(["generate", "1234>", "--model", folder], env=ENVIRONMENT)
     assert result.returncode == 0, result.stderr
     assert f"{folder}: 1 vae tensor(s)" in result.stderr and "hold NaN or infinite values" in result.stderr

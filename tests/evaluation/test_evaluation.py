@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import zlib
 
@@ -34,18 +33,17 @@ from cola_diffusers.evaluation.data import demo_records, load_records
 from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, record_noise, record_seed, run_task
 from cola_diffusers.evaluation.tasks import OFFICIAL_TASKS
 
+from ..cli_processes import run_cli, start_cli
 from ..conftest import CPU_LAUNCH, FIXTURE_DIR, FIXTURES, save_distilled_checkpoint
 
 
 INPUTS_DIR = str(FIXTURES / "benchmark_inputs")
-CLI = [sys.executable, "-m", "cola_diffusers.cli", "eval", "run"]
+CLI = ["eval", "run"]
 ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
 
 
 def eval_run(*arguments, check=True):
-    return subprocess.run(
-        [*CLI, *arguments], env=ENVIRONMENT, capture_output=True, text=True, timeout=300, check=check
-    )
+    return run_cli([*CLI, *arguments], env=ENVIRONMENT, check=check)
 
 
 def read(path):
@@ -106,12 +104,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
     # One record per batch: a few seconds, time enough to kill it half-way.
     arguments = ["--tasks", "reverse_digits", "--limit", "24", "--batch-size", "1"]
     killed_dir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [*CLI, *arguments, "--output", str(killed_dir)],
-        env=ENVIRONMENT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_cli([*CLI, *arguments, "--output", killed_dir], env=ENVIRONMENT, output=False)
     part = killed_dir / "reverse_digits.part0.jsonl"
     deadline = time.monotonic() + 120
     while not (part.exists() and part.read_text().count("\n") >= 3):
@@ -249,12 +242,11 @@ def test_noise_is_seeded_per_record_and_block_as_the_official_driver():
 
 @pytest.mark.slow
 def test_more_seeds_on_a_finished_run_generate_only_the_new_ones(tmp_path):
-    command = [sys.executable, "-m", "cola_diffusers.cli", "eval", "run", "--tasks", "reverse_digits", "--limit", "4"]
-    command += ["--output", str(tmp_path / "run"), "--gen-length", "8"]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = [*CLI, "--tasks", "reverse_digits", "--limit", "4", "--output", tmp_path / "run", "--gen-length", "8"]
+    first = run_cli(command)
     assert first.returncode == 0, first.stderr
     before = [json.loads(line) for line in (tmp_path / "run" / "reverse_digits.jsonl").read_text().splitlines()]
-    more = subprocess.run([*command, "--resume", "--seeds", "2"], capture_output=True, text=True, timeout=300)
+    more = run_cli([*command, "--resume", "--seeds", "2"])
     assert more.returncode == 0, more.stderr
     after = [json.loads(line) for line in (tmp_path / "run" / "reverse_digits.jsonl").read_text().splitlines()]
     assert [record for record in after if record["seed"] == 66] == before
@@ -262,7 +254,6 @@ def test_more_seeds_on_a_finished_run_generate_only_the_new_ones(tmp_path):
 
     # Scoring into another folder leaves the results' folder as it was.
     names = sorted(os.listdir(tmp_path / "run"))
-    score = [sys.executable, "-m", "cola_diffusers.cli", "eval", "score", str(tmp_path / "run")]
-    scored = subprocess.run([*score, "--output", str(tmp_path / "scores")], capture_output=True, text=True)
+    scored = run_cli(["eval", "score", tmp_path / "run", "--output", tmp_path / "scores"])
     assert scored.returncode == 0, scored.stderr
     assert sorted(os.listdir(tmp_path / "run")) == names and (tmp_path / "scores" / "accuracy_summary.csv").exists()

@@ -17,14 +17,13 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from cola_diffusers import ColaDLMPipeline
 
+from ..cli_processes import run_cli
 from ..conftest import FIXTURE_DIR, make_chat_pipeline
 
 
@@ -165,11 +164,9 @@ def test_bad_chat_inputs_are_named(chat_pipe, base_pipe):
 @pytest.mark.slow
 def test_the_command_line_takes_the_checkpoints_chat_format(tmp_path):
     official = sft_checkpoint(tmp_path / "official", sft_chat_format="text")
-    command = [sys.executable, "-m", "cola_diffusers.cli", "generate", "--chat", "What is 2 + 3?", "--model"]
-    kwargs = {"check": True, "capture_output": True, "text": True, "timeout": 120}
+    command = ["generate", "--chat", "What is 2 + 3?", "--model", official, "--gen-length", "6", "--steps", "2"]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    options = ["--gen-length", "6", "--steps", "2", "--seed", "4"]
-    printed = subprocess.run([*command, str(official), *options], env=environment, **kwargs).stdout
+    printed = run_cli([*command, "--seed", "4"], env=environment, check=True).stdout
     pipe = ColaDLMPipeline.from_pretrained(official)
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(messages=QUESTION, gen_length=6, num_inference_steps=2, generator=torch.Generator().manual_seed(4))

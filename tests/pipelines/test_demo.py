@@ -15,8 +15,6 @@
 """The embedded demo model answers its held-out task, and the command line uses it by default."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -25,6 +23,8 @@ from cola_diffusers.demo import DEMO_FAST_MODEL_PATH, DEMO_MODEL_PATH, demo_answ
 from cola_diffusers.evaluation.data import demo_records
 from cola_diffusers.evaluation.generation import EvalSettings, run_task
 from cola_diffusers.evaluation.scoring import score_directory
+
+from ..cli_processes import run_cli
 
 
 def test_demo_splits_are_disjoint_and_fixed():
@@ -59,13 +59,6 @@ def test_embedded_student_reverses_held_out_digits_in_one_unguided_step(tmp_path
 @pytest.mark.parametrize("model", [[], ["--model", "demo-fast"]], ids=["default", "demo-fast"])
 def test_command_line_uses_the_embedded_model_by_default(model):
     digits = demo_examples("held_out")[0]
-    result = subprocess.run(
-        [sys.executable, "-m", "cola_diffusers.cli", "generate", demo_prompt(digits), *model],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    result = run_cli(["generate", demo_prompt(digits), *model], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == demo_answer(digits)

@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from cola_diffusers.training import train
 from cola_diffusers.training.trainer import build_pipeline
 
+from ..cli_processes import run_cli, start_cli
 from ..conftest import needs_mounts, on_tmpfs
 from .test_training import corpus_file, tiny_config  # noqa: F401
 
@@ -92,8 +93,7 @@ def test_a_run_killed_while_saving_resumes_from_the_last_complete_checkpoint(cor
     config = tiny_config("prior", corpus_file, tmp_path / "killed", **settings)
     config_file = tmp_path / "train.json"
     config_file.write_text(json.dumps(dataclasses.asdict(config)))
-    command = [sys.executable, "-m", "cola_diffusers.cli", "train", "--config", str(config_file)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_cli(["train", "--config", config_file], output=False)
     output_dir = tmp_path / "killed"
     deadline = time.monotonic() + 120
     # Kill it while a checkpoint after the first is being written.
@@ -186,11 +186,11 @@ def test_runs_killed_at_random_moments_with_one_checkpoint_kept_end_like_an_unin
 ):
     settings = {"max_steps": 24, "checkpoint_every": 1, "checkpoints_total_limit": 1, "resume_from": "latest"}
     config = tiny_config("prior", corpus_file, tmp_path / "killed", **settings)
-    command = [*TRAIN, write_config(config, tmp_path / "train.json")]
+    command = ["train", "--config", write_config(config, tmp_path / "train.json")]
     rng = random.Random(0)
     for _ in range(10):
         started_at = newest_step(tmp_path / "killed")
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = start_cli(command, output=False)
         deadline = time.monotonic() + 120
         # Once the run has gone past where it started, kill it a random moment later: during a save or between.
         while newest_step(tmp_path / "killed") <= started_at and process.poll() is None:
@@ -201,7 +201,7 @@ def test_runs_killed_at_random_moments_with_one_checkpoint_kept_end_like_an_unin
         process.wait()
         complete = [name for name in _names(tmp_path / "killed") if not name.endswith(".partial")]
         assert [name for name in complete if name.startswith("checkpoint-")], "the kill lost every checkpoint"
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finished = run_cli(command)
     assert finished.returncode == 0, finished.stderr
     assert not [name for name in _names(tmp_path / "killed") if name.endswith(".partial")]
 

@@ -18,7 +18,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -28,6 +27,7 @@ from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.training import TrainingConfig, train
 from cola_diffusers.training.couplings import collate_couplings, teacher_couplings
 
+from ..cli_processes import start_cli
 from ..conftest import CPU_LAUNCH, FIXTURE_DIR
 
 
@@ -166,8 +166,7 @@ def test_couplings_of_a_killed_run_resume_whole(tmp_path):
     config = distill_config(str(prompt_file), tmp_path / "killed", teacher_batch_size=1, max_steps=1)
     config_file = tmp_path / "distill.json"
     config_file.write_text(json.dumps(dataclasses.asdict(config)))
-    command = [sys.executable, "-m", "cola_diffusers.cli", "train", "--config", str(config_file)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_cli(["train", "--config", config_file], output=False)
     folder = tmp_path / "killed" / "couplings"
     deadline = time.monotonic() + 120
     while len(list(folder.glob("shard-*.pt"))) < 2:

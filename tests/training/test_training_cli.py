@@ -31,6 +31,7 @@ from cola_diffusers.training import TrainingConfig, train
 from cola_diffusers.training import trainer as trainer_module
 from cola_diffusers.training.settings_table import settings_table
 
+from ..cli_processes import start_cli
 from ..conftest import REPO_ROOT
 
 
@@ -82,11 +83,7 @@ def bad_config_runs(tmp_path_factory):
         if content is not None:
             with open(path, "w") as file:
                 file.write(content if isinstance(content, str) else json.dumps(content))
-        command = [sys.executable, "-m", "cola_diffusers.cli", "train", "--config", path]
-        processes[case] = (
-            path,
-            subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
-        )
+        processes[case] = path, start_cli(["train", "--config", path], cwd=folder)
     results = {}
     for case, (path, process) in processes.items():
         stdout, stderr = process.communicate(timeout=300)
