@@ -123,20 +123,18 @@ def test_requests_that_join_a_running_batch_give_what_they_give_alone(split_url)
 
 def test_a_short_request_finishes_while_a_large_one_takes_turns(split_url):
     sampled = {"model": MODEL, "prompt": ["1234>", "567>", "89>"], "n": 3, "seed": 4, "temperature": 1.0}
-    large = {**sampled, "prompt": sampled["prompt"] * 8, "max_tokens": 8}
+    large = {**sampled, "prompt": sampled["prompt"] * 4, "max_tokens": 8}
     small = {"model": MODEL, "prompt": "4321>", "max_tokens": 4, "seed": 0}
     with httpx.Client(base_url=split_url, timeout=60) as client, ThreadPoolExecutor(1) as pool:
         ran = blocks_run(split_url)
         pending = pool.submit(client.post, "/v1/completions", json=large)
         while blocks_run(split_url) == ran:
             time.sleep(0.01)
-        started = time.monotonic()
         answered = client.post("/v1/completions", json=small)
-        small_seconds = time.monotonic() - started
         assert answered.status_code == 200 and answered.json()["choices"][0]["text"] == "1234"
         assert not pending.done(), "the large request ended before the small one was answered"
         split = pending.result()
-    assert split.status_code == 200 and len(split.json()["choices"]) == 72 and small_seconds < 5
+    assert split.status_code == 200 and len(split.json()["choices"]) == 36
     # Each row's text is the one it gets in a server that runs its request alone in a batch of 16 rows.
     with serve(create_app(demo_pipeline(), MODEL)) as url:
         whole = httpx.post(f"{url}/v1/completions", json={**large, "prompt": large["prompt"][:3]}, timeout=60)
@@ -161,26 +159,24 @@ def test_a_client_that_hangs_up_stops_the_rest_of_its_rows(split_url):
 
 def test_a_full_queue_is_refused_at_once_and_the_server_serves_again_once_it_drains():
     pipe = demo_pipeline()
-    pipe.transformer.register_forward_pre_hook(lambda module, args: time.sleep(0.005))
-    app = create_app(pipe, MODEL, max_queue=2, max_batch_size=MAX_BATCH_SIZE, max_rows_per_request=64)
-    long = {"model": MODEL, "prompt": ["1234>"] * 16, "n": 2, "max_tokens": 8}
+    # Each request fills the batch and takes seconds, mostly asleep: the refusals come while both are still there.
+    pipe.transformer.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+    app = create_app(pipe, MODEL, max_queue=2, max_batch_size=MAX_BATCH_SIZE)
+    long = {"model": MODEL, "prompt": ["1234>"] * MAX_BATCH_SIZE, "max_tokens": 8}
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http, ThreadPoolExecutor(2) as pool:
         running = [pool.submit(http.post, "/v1/completions", json=long) for _ in range(2)]
         while http.get("/health").json()["queued"] < 2 or not http.get("/health").json()["running_rows"]:
             time.sleep(0.01)
-        refusals = []
-        for _ in range(5):
-            started = time.monotonic()
-            busy = http.post("/v1/completions", json={**long, "n": 1})
-            refusals.append((busy.status_code, busy.headers.get("retry-after"), time.monotonic() - started))
-            assert busy.json()["error"]["code"] == "server_overloaded"
-        assert all(status == 503 and retry == "1" for status, retry, _ in refusals)
-        assert max(seconds for _, _, seconds in refusals) < 0.1, refusals
+        refusals = [http.post("/v1/completions", json=long) for _ in range(5)]
+        # Refused at once: answered while the queued request has not even started.
+        assert not all(response.done() for response in running)
+        assert [(busy.status_code, busy.headers.get("retry-after")) for busy in refusals] == [(503, "1")] * 5
+        assert {busy.json()["error"]["code"] for busy in refusals} == {"server_overloaded"}
         assert all(response.result().status_code == 200 for response in running)
         again = http.post("/v1/completions", json={"model": MODEL, "prompt": "1234>", "max_tokens": 8, "seed": 0})
         assert again.status_code == 200 and again.json()["choices"][0]["text"] == "4321"
         metrics = scrape(url)
     assert (metrics["cola_requests_total"], metrics["cola_requests_rejected_total"]) == (3, 5)
-    assert metrics['cola_requests_finished_total{finish_reason="stop"}'] == 2 * 32 + 1
+    assert metrics['cola_requests_finished_total{finish_reason="stop"}'] == 2 * MAX_BATCH_SIZE + 1
     assert metrics["cola_requests_waiting"] == 0 and metrics["cola_rows_running"] == 0
     assert metrics["cola_time_to_first_block_seconds_count"] == 3
