@@ -159,8 +159,8 @@ def test_a_client_that_hangs_up_stops_the_rest_of_its_rows(split_url):
 
 def test_a_full_queue_is_refused_at_once_and_the_server_serves_again_once_it_drains():
     pipe = demo_pipeline()
-    # Each request fills the batch and takes seconds, mostly asleep: the refusals come while both are still there.
-    pipe.transformer.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+    # Each request fills the batch and takes a second or more, mostly asleep: the refusals come while both are there.
+    pipe.transformer.register_forward_pre_hook(lambda module, args: time.sleep(0.02))
     app = create_app(pipe, MODEL, max_queue=2, max_batch_size=MAX_BATCH_SIZE)
     long = {"model": MODEL, "prompt": ["1234>"] * MAX_BATCH_SIZE, "max_tokens": 8}
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http, ThreadPoolExecutor(2) as pool:
