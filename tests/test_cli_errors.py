@@ -183,7 +183,7 @@ def test_bad_input_is_one_line_with_exit_code_2(case, error_runs):
 def test_replicas_without_ray_say_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(SystemExit) as exit:
-        main(["serve", "--replicas", "2"])
+        main(["serve", "--replicas", "2", "--port", "0"])
     error = capsys.readouterr().err
     assert exit.value.code == 2 and error.startswith("cola-diffusers: error: --replicas runs on Ray Serve")
     assert error.rstrip().endswith('pip install "cola-diffusers[ray]".'), error

@@ -19,7 +19,7 @@ SIGKILL comes back. Also the `serve run` config of `examples/` and its arguments
 """
 
 import dataclasses
-import importlib
+import importlib.util
 import os
 import signal
 import socket
@@ -33,18 +33,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
+
+from cola_diffusers.cli import main
+from cola_diffusers.cli.replicas import build_app
+
+from ..conftest import REPO_ROOT
 
 
-pytest.importorskip("ray.serve")
-
-import yaml  # noqa: E402
-from ray.serve.schema import ServeDeploySchema  # noqa: E402
-
-from cola_diffusers.cli import main  # noqa: E402
-from cola_diffusers.cli.replicas import build_app  # noqa: E402
-from cola_diffusers.serving.ray_serve import ColaDLMServer  # noqa: E402
-
-from ..conftest import REPO_ROOT  # noqa: E402
+# Ray itself is imported only by the tests that use it (slow ones): the others check flags and arguments before it.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='needs "cola-diffusers[ray]"')
 
 
 KEY = "change-me"
@@ -207,7 +205,12 @@ def test_a_replica_killed_with_sigkill_comes_back(servers):
     assert {replica_of(client) for _ in range(8)} <= after
 
 
+@pytest.mark.slow
 def test_the_serve_run_config_builds_the_application():
+    from ray.serve.schema import ServeDeploySchema
+
+    from cola_diffusers.serving.ray_serve import ColaDLMServer
+
     config = yaml.safe_load((REPO_ROOT / "examples" / "ray_serve.yaml").read_text())
     ServeDeploySchema.model_validate(config)
     (application,) = config["applications"]

@@ -59,10 +59,12 @@ def replica_gpus(args) -> int:
 
 def replica_application(args):
     """The Ray Serve application of `serve`'s flags: `--replicas` replicas, each loading `--model` as `serve` does."""
+    num_gpus = replica_gpus(args)
+    check_ray_serve()  # after the flags: a flag error answers without importing Ray
+
     from ..serving.ray_serve import replicated_app
 
     load_pipeline = functools.partial(load_served_pipeline, args)
-    num_gpus = replica_gpus(args)
     return replicated_app(
         load_pipeline, served_model_name(args), app_options(args), num_replicas=args.replicas, num_gpus=num_gpus
     )
@@ -70,7 +72,6 @@ def replica_application(args):
 
 def serve_on_ray(args):
     """`cola-diffusers serve --replicas N`: the application on Ray Serve, on a new local Ray or on `--address`."""
-    check_ray_serve()
     if args.limit_concurrency is not None:
         raise ValueError(
             "--limit-concurrency is uvicorn's and does not apply with --replicas; Ray Serve's max_queued_requests "
@@ -78,10 +79,10 @@ def serve_on_ray(args):
         )
     if args.address is None:
         check_port(args.host, args.port)
+    application = replica_application(args)
 
     from ..serving.ray_serve import serve_replicas
 
-    application = replica_application(args)
     try:
         serve_replicas(
             application, args.host, args.port, address=args.address, timeout_keep_alive=args.timeout_keep_alive
