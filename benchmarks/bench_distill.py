@@ -31,13 +31,14 @@ import torch
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_FAST_MODEL_PATH, DEMO_MODEL_PATH, demo_examples, demo_prompt
-from cola_diffusers.evaluation.data import demo_records
-from cola_diffusers.evaluation.generation import EvalSettings, generate_batch
+from cola_diffusers.evaluation.data import demo_records, model_input
+from cola_diffusers.evaluation.generation import generate_batch
 from cola_diffusers.evaluation.scoring import is_correct
+from cola_diffusers.evaluation.settings import EvalSettings
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_generate import count_dit_forwards, count_flops, measure  # noqa: E402
+from bench_generate import count_flops, count_forwards, measure  # noqa: E402
 
 
 def accuracy(pipe: ColaDLMPipeline, model: str, steps: int, guidance: float) -> float:
@@ -46,7 +47,8 @@ def accuracy(pipe: ColaDLMPipeline, model: str, steps: int, guidance: float) -> 
     settings = EvalSettings(model=model, num_inference_steps=steps, guidance_scale=guidance)
     for start in range(0, len(records), 100):
         batch = records[start : start + 100]
-        texts = generate_batch(pipe, batch, 66, settings)
+        token_ids = pipe.tokenize(prompt=[model_input(record) for record in batch])
+        texts = generate_batch(pipe, batch, token_ids, 66, settings)
         correct += sum(is_correct("reverse_digits", {**r, "generate": t}) for r, t in zip(batch, texts))
     return 100.0 * correct / len(records)
 
@@ -54,7 +56,7 @@ def accuracy(pipe: ColaDLMPipeline, model: str, steps: int, guidance: float) -> 
 def speed(pipe: ColaDLMPipeline, batch_size: int, gen_length: int, repeats: int, **options) -> dict:
     """Tokens/s, DiT forwards and GFLOP per generated token of one batch of held-out prompts."""
     prompts = [demo_prompt(digits) for digits in demo_examples("held_out")[:batch_size]]
-    calls, handle = count_dit_forwards(pipe)
+    calls, handle = count_forwards(pipe.transformer)
 
     def run():
         calls.clear()

