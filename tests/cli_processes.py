@@ -142,7 +142,7 @@ class ForkServer:
 
     def start(self, request: dict) -> "CliProcess":
         with self.lock:
-            run = CliProcess(next(self.ids), request, self)
+            run = CliProcess(next(self.ids), request)
             self.runs[run.id] = run
             self.process.stdin.write((json.dumps({"id": run.id, **request}) + "\n").encode())
             self.process.stdin.flush()
@@ -152,8 +152,8 @@ class ForkServer:
 class CliProcess:
     """A forked run, with the parts of `subprocess.Popen` the tests use."""
 
-    def __init__(self, run_id: int, request: dict, server: ForkServer):
-        self.id, self.request, self.server = run_id, request, server
+    def __init__(self, run_id: int, request: dict):
+        self.id, self.request = run_id, request
         self.pid = self.returncode = None
         self.started, self.ended = threading.Event(), threading.Event()
 

@@ -30,7 +30,8 @@ from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.cli import main
 from cola_diffusers.demo import DEMO_MODEL_PATH
 from cola_diffusers.evaluation.data import demo_records, load_records
-from cola_diffusers.evaluation.generation import EvalSettings, check_run_config, record_noise, record_seed, run_task
+from cola_diffusers.evaluation.generation import record_noise, record_seed, run_task
+from cola_diffusers.evaluation.settings import EvalSettings, check_run_config
 from cola_diffusers.evaluation.tasks import OFFICIAL_TASKS
 
 from ..cli_processes import run_cli, start_cli

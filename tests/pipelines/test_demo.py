@@ -21,8 +21,9 @@ import pytest
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.demo import DEMO_FAST_MODEL_PATH, DEMO_MODEL_PATH, demo_answer, demo_examples, demo_prompt
 from cola_diffusers.evaluation.data import demo_records
-from cola_diffusers.evaluation.generation import EvalSettings, run_task
+from cola_diffusers.evaluation.generation import run_task
 from cola_diffusers.evaluation.scoring import score_directory
+from cola_diffusers.evaluation.settings import EvalSettings
 
 from ..cli_processes import run_cli
 

@@ -21,7 +21,8 @@ import torch
 from accelerate import PartialState
 
 from cola_diffusers import ColaDLMPipeline, FlowMatchBlockCausalScheduler
-from cola_diffusers.evaluation.generation import EvalSettings, run_task
+from cola_diffusers.evaluation.generation import run_task
+from cola_diffusers.evaluation.settings import EvalSettings
 from cola_diffusers.training.couplings import teacher_couplings
 
 from ..conftest import PROMPTS, make_tiny_pipeline

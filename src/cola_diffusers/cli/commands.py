@@ -318,7 +318,6 @@ def train(args):
 
     # A bad config, a missing file or an output folder that cannot be written answers before torch is imported.
     config = TrainingConfig.from_json(args.config)
-    config.check_files()
 
     from ..training import train as run_training
 

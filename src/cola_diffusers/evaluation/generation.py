@@ -32,11 +32,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.cola_dlm.pipeline_cola_dlm import ColaDLMPipeline
 from .data import model_input, read_jsonl
-from .settings import EvalSettings, check_run_config
-
-
-# `EvalSettings` and `check_run_config` live in `.settings` (no torch), and are imported from here too.
-__all__ = ["EvalSettings", "check_run_config", "generate_batch", "record_noise", "record_seed", "run_task"]
+from .settings import EvalSettings
 
 
 def record_seed(record_id) -> int:
