@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Fuzzes the server against its own OpenAPI description with schemathesis (`pip install -e ".[test]"`): the demo
+Fuzzes the server against its own OpenAPI description with schemathesis (`pip install -e ".[serve,fuzz]"`): the demo
 model behind an API key on 127.0.0.1, every check, positive and negative cases. Exits with schemathesis's status.
 
     python scripts/fuzz_server.py --max-examples 60

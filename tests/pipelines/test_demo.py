@@ -36,6 +36,7 @@ def test_demo_splits_are_disjoint_and_fixed():
     assert sum(int(digits) for digits in held_out) == 2355531
 
 
+@pytest.mark.slow
 def test_embedded_model_reverses_held_out_digits(tmp_path):
     pipe = ColaDLMPipeline.from_pretrained(DEMO_MODEL_PATH)
     pipe.set_progress_bar_config(disable=True)

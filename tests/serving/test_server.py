@@ -191,6 +191,7 @@ def test_chat_completion(chat_url):
     assert texts == {0: message.content} and finish_reasons == {0: response.choices[0].finish_reason}
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_batch_invariant(demo_url, http):
     before = scrape(demo_url)
     bodies = [
@@ -319,6 +320,7 @@ def test_api_key(demo_url, monkeypatch):
         openai.OpenAI(base_url=f"{demo_url}/v1", api_key="sk-wrong", max_retries=0).models.list()
 
 
+@pytest.mark.slow
 def test_full_queue_answers_503_and_a_cancelled_stream_frees_its_slot():
     # A real stream on the fixture checkpoint (no stop token in sight), slowed down by a hook on the DiT.
     pipe = ColaDLMPipeline.from_pretrained(FIXTURE_DIR)

@@ -90,6 +90,7 @@ def pipeline_choice(pipe, body: dict) -> tuple[str, str, int]:
     return output.texts[0], output.finish_reasons[0], output.num_tokens[0]
 
 
+@pytest.mark.slow
 def test_requests_that_join_a_running_batch_give_what_they_give_alone(split_url):
     bodies = mixed_requests(24)
     before = scrape(split_url)
@@ -121,6 +122,7 @@ def test_requests_that_join_a_running_batch_give_what_they_give_alone(split_url)
     assert finished == len(bodies)
 
 
+@pytest.mark.slow
 def test_a_short_request_finishes_while_a_large_one_takes_turns(split_url):
     sampled = {"model": MODEL, "prompt": ["1234>", "567>", "89>"], "n": 3, "seed": 4, "temperature": 1.0}
     large = {**sampled, "prompt": sampled["prompt"] * 4, "max_tokens": 8}
@@ -142,6 +144,7 @@ def test_a_short_request_finishes_while_a_large_one_takes_turns(split_url):
     assert texts[:9] == [choice["text"] for choice in whole.json()["choices"]]
 
 
+@pytest.mark.slow
 def test_a_client_that_hangs_up_stops_the_rest_of_its_rows(split_url):
     large = {"model": MODEL, "prompt": ["1234>"] * 128, "n": 4, "max_tokens": 8}
     with httpx.Client(base_url=split_url, timeout=60) as client:
@@ -157,6 +160,7 @@ def test_a_client_that_hangs_up_stops_the_rest_of_its_rows(split_url):
         assert blocks_run(split_url) == ran < before + 128 * 4 // MAX_BATCH_SIZE
 
 
+@pytest.mark.slow
 def test_a_full_queue_is_refused_at_once_and_the_server_serves_again_once_it_drains():
     pipe = demo_pipeline()
     # Each request fills the batch and takes a second or more, mostly asleep: the refusals come while both are there.

@@ -78,6 +78,7 @@ def test_refused_requests_are_answered_without_reading_their_body_and_their_conn
     assert b"allow: GET" in not_allowed
 
 
+@pytest.mark.slow
 def test_slow_bodies_get_408_and_slow_headers_are_cut_off(gate_url):
     authorization = f"Authorization: Bearer {API_KEY}\r\n".encode()
     slow_body = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + authorization + b"Content-Length: 100\r\n\r\n{"
