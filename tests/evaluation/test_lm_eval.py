@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 
+import datasets.config
 import pytest
 import torch
 
@@ -60,13 +61,26 @@ def test_cola_dlm_is_registered_next_to_lm_eval_models():
     assert "hf" in model_registry and "local-completions" in model_registry
 
 
+MODEL_ARGS = f"pretrained={DEMO_MODEL_PATH},steps=16,guidance_scale=7,batch_size=8,dtype=float32"
+
+
+def check_demo_samples(pipe, samples: list[dict], exact_match: float):
+    """lm-eval's samples and score of the demo task are the pipeline's answers, request i with seed + i."""
+    samples = sorted(samples, key=lambda sample: sample["doc_id"])
+    assert [sample["doc_id"] for sample in samples] == list(range(20))
+    prompts = [demo_prompt(sample["doc"]["digits"]) for sample in samples]
+    generators = [torch.Generator().manual_seed(SEED + index) for index in range(len(prompts))]
+    expected = pipe(prompts, gen_length=8, stop=["\n"], generator=generators, **SETTINGS).texts
+    assert [sample["resps"][0][0] for sample in samples] == expected
+    expected_exact_match = sum(text == sample["doc"]["answer"] for text, sample in zip(expected, samples)) / 20
+    assert exact_match == expected_exact_match
+    assert exact_match >= 0.7  # measured: 0.75 on these 20 (the demo model gets 88% of all 500 held-out strings)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("chat", [[], ["--apply_chat_template"]], ids=["prompts", "chat_template"])
-def test_lm_eval_command_line_scores_the_demo_task(pipe, tmp_path, chat):
-    # With --apply_chat_template, the demo model's plain chat format sends the one user message verbatim.
-    model_args = f"pretrained={DEMO_MODEL_PATH},steps=16,guidance_scale=7,batch_size=8,dtype=float32"
+def test_lm_eval_command_line_scores_the_demo_task(pipe, tmp_path):
     command = [sys.executable, "-m", "cola_diffusers.evaluation.lm_eval_model", "--model", "cola_dlm"]
-    command += ["--model_args", model_args, "--tasks", "cola_demo_reverse", "--include_path", TASKS_DIR, *chat]
+    command += ["--model_args", MODEL_ARGS, "--tasks", "cola_demo_reverse", "--include_path", TASKS_DIR]
     command += ["--device", "cpu", "--output_path", str(tmp_path / "results"), "--log_samples"]
     offline = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "datasets")}
     result = subprocess.run(
@@ -78,17 +92,32 @@ def test_lm_eval_command_line_scores_the_demo_task(pipe, tmp_path, chat):
     with open(results_file) as file:
         exact_match = json.load(file)["results"]["cola_demo_reverse"]["exact_match,none"]
     with open(samples_file) as file:
-        samples = sorted((json.loads(line) for line in file), key=lambda sample: sample["doc_id"])
-    assert [sample["doc_id"] for sample in samples] == list(range(20))
+        check_demo_samples(pipe, [json.loads(line) for line in file], exact_match)
 
-    # The same prompts through the pipeline directly, request i with the generator of seed + i.
-    prompts = [demo_prompt(sample["doc"]["digits"]) for sample in samples]
-    generators = [torch.Generator().manual_seed(SEED + index) for index in range(len(prompts))]
-    expected = pipe(prompts, gen_length=8, stop=["\n"], generator=generators, **SETTINGS).texts
-    assert [sample["resps"][0][0] for sample in samples] == expected
-    expected_exact_match = sum(text == sample["doc"]["answer"] for text, sample in zip(expected, samples)) / 20
-    assert exact_match == expected_exact_match
-    assert exact_match >= 0.7  # measured: 0.75 on these 20 (the demo model gets 88% of all 500 held-out strings)
+
+@pytest.mark.slow
+def test_lm_eval_applies_the_checkpoints_chat_format(pipe, tmp_path, monkeypatch):
+    """`--apply_chat_template` as the command line passes it on; only our task is indexed (lm-eval's take 20 s)."""
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    rendered, render = [], ColaDLMEvalModel.apply_chat_template
+
+    def recording(*args, **kwargs):
+        rendered.append(render(*args, **kwargs))
+        return rendered[-1]
+
+    monkeypatch.setattr(ColaDLMEvalModel, "apply_chat_template", recording)
+    monkeypatch.chdir(TASKS_DIR)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    manager = TaskManager(include_path=TASKS_DIR, include_defaults=False)
+    # The demo model's plain chat format sends the one user message verbatim: the answers of plain prompts.
+    results = simple_evaluate(
+        "cola_dlm", MODEL_ARGS, ["cola_demo_reverse"], device="cpu", apply_chat_template=True, task_manager=manager
+    )
+    assert rendered == [demo_prompt(sample["doc"]["digits"]) for sample in results["samples"]["cola_demo_reverse"]]
+    exact_match = results["results"]["cola_demo_reverse"]["exact_match,none"]
+    check_demo_samples(pipe, results["samples"]["cola_demo_reverse"], exact_match)
 
 
 # Mixed prompt lengths and generation settings: grouping and length sorting must not change the order of results.
