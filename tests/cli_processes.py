@@ -24,8 +24,12 @@ runs is the ~5 s of CPU those imports take, paid once per test session instead o
 What a fresh interpreter adds is not covered here: the CLI's own imports at start-up (`tests/test_cli.py` checks that
 argument errors and bad input import no heavy module), output printed while importing, and environment variables the
 libraries read when imported. Those variables (`HF_*`, `TRANSFORMERS_*`, `OMP_*`, ...) therefore pick the forking
-process: runs that differ in them get one each. Tests of start-up itself, of the installed `cola-diffusers` command
-(the docs' bash blocks), of `accelerate launch` and of servers start their processes afresh.
+process: runs that differ in them get one each. Tests of start-up itself, of `accelerate launch` and of servers start
+their processes afresh.
+
+`command_folder` writes a `cola-diffusers` command that runs the same way, for shell scripts (the docs' bash blocks):
+it hands its arguments, working folder, environment and standard streams to the forking process over a Unix socket,
+and exits as its run does.
 """
 
 import itertools
@@ -42,14 +46,25 @@ import threading
 IMPORT_TIME_VARIABLES = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|DIFFUSERS_|TOKENIZERS_|TORCH|OMP_|MKL_|PYTHON)")
 
 # The forking process: imports what the CLI's commands import, then forks one child per request line (JSON) on its
-# stdin and reports on its stdout each child's pid, then its exit status (negative: the signal that ended it).
+# stdin and reports on its stdout each child's pid, then its exit status (negative: the signal that ended it). It also
+# forks one child per message on the Unix socket `argv[1]`, a request with the sender's stdin, stdout and stderr, and
+# answers on that connection with the pid, then the exit status; or with `fallback` when the request's import-time
+# variables (those `argv[2]` matches) differ from its own.
 SERVER = r"""
-import atexit, json, os, runpy, select, sys, threading, traceback
+import atexit, json, os, re, runpy, select, socket, sys, threading, traceback
 
 requests, events = os.dup(0), os.dup(1)
 null = os.open(os.devnull, os.O_RDWR)
 os.dup2(null, 0)
 os.dup2(null, 1)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+listener.bind(sys.argv[1])
+listener.listen(64)
+
+def import_time(environment):
+    return {name: value for name, value in environment.items() if re.match(sys.argv[2], name)}
+
+imported_with = import_time(os.environ)
 
 import torch, transformers, accelerate
 import cola_diffusers.pipelines.cola_dlm.pipeline_cola_dlm
@@ -66,14 +81,23 @@ def exit_code(exit):
     print(exit.code, file=sys.stderr)
     return 1
 
-def run(request):
+def run(request, streams=None):
     os.close(requests)
     os.close(events)
+    listener.close()
+    for connection in children.values():
+        if isinstance(connection, socket.socket):
+            connection.close()
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+    if streams:
+        for fd, stream in enumerate(streams):
+            os.dup2(stream, fd)
+            os.close(stream)
+    else:
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
     sys.argv = ["-m", *request["arguments"]]
     code = 0
     try:
@@ -89,10 +113,42 @@ def run(request):
     sys.stderr.flush()
     os._exit(code)
 
+def fork(request, streams=None):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        run(request, streams)
+    return pid
+
+def serve_connection():
+    connection, _ = listener.accept()
+    message, streams, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+    request = json.loads(message)
+    if import_time(request["env"]) != imported_with:
+        connection.send(b'{"fallback": true}')
+        connection.close()
+    else:
+        pid = fork(request, streams)
+        connection.send(json.dumps({"pid": pid}).encode())
+        children[pid] = connection
+    for stream in streams:
+        os.close(stream)
+
+def ended(pid, returncode):
+    run_id = children.pop(pid)
+    if isinstance(run_id, socket.socket):
+        run_id.send(json.dumps({"returncode": returncode}).encode())
+        run_id.close()
+    else:
+        report(id=run_id, returncode=returncode)
+
 children, pending = {}, b""
 while True:
-    readable, _, _ = select.select([requests], [], [], 0.01)
-    if readable:
+    readable, _, _ = select.select([requests, listener], [], [], 0.01)
+    if listener in readable:
+        serve_connection()
+    if requests in readable:
         data = os.read(requests, 65536)
         if not data:
             break
@@ -100,18 +156,14 @@ while True:
         *lines, pending = pending.split(b"\n")
         for line in lines:
             request = json.loads(line)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                run(request)
+            pid = fork(request)
             children[pid] = request["id"]
             report(id=request["id"], pid=pid)
     while children:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             break
-        report(id=children.pop(pid), returncode=os.waitstatus_to_exitcode(status))
+        ended(pid, os.waitstatus_to_exitcode(status))
 for pid in children:
     os.kill(pid, 9)
 """
@@ -123,8 +175,9 @@ class ForkServer:
     def __init__(self, environment: dict):
         # Its own stderr (what goes wrong in the server itself, not in a run) goes to a file of its own.
         self.log = tempfile.NamedTemporaryFile(prefix="cli-fork-server-", suffix=".log", delete=False)
+        self.socket = os.path.join(tempfile.mkdtemp(prefix="cli-fork-server-"), "socket")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
+            [sys.executable, "-c", SERVER, self.socket, IMPORT_TIME_VARIABLES.pattern],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -208,6 +261,15 @@ SERVERS: dict[tuple, ForkServer] = {}
 SERVERS_LOCK = threading.Lock()
 
 
+def fork_server(environment: dict) -> ForkServer:
+    """The forking process for runs with `environment`, started on first use."""
+    key = tuple(sorted((name, value) for name, value in environment.items() if IMPORT_TIME_VARIABLES.match(name)))
+    with SERVERS_LOCK:
+        if key not in SERVERS:
+            SERVERS[key] = ForkServer(environment)
+        return SERVERS[key]
+
+
 def start_cli(arguments: list[str], env: dict | None = None, cwd=None, output: bool = True) -> CliProcess:
     """
     Starts `python -m cola_diffusers.cli *arguments` as a forked process, with `env` (default: this process's
@@ -215,11 +277,7 @@ def start_cli(arguments: list[str], env: dict | None = None, cwd=None, output: b
     false.
     """
     environment = dict(os.environ if env is None else env)
-    key = tuple(sorted((name, value) for name, value in environment.items() if IMPORT_TIME_VARIABLES.match(name)))
-    with SERVERS_LOCK:
-        if key not in SERVERS:
-            SERVERS[key] = ForkServer(environment)
-        server = SERVERS[key]
+    server = fork_server(environment)
     if output:
         folder = tempfile.mkdtemp(prefix="cli-run-")
         stdout, stderr = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
@@ -241,3 +299,38 @@ def run_cli(arguments: list[str], env: dict | None = None, cwd=None, timeout: fl
     if check:
         result.check_returncode()
     return result
+
+
+# `cola-diffusers` for shell scripts: Python without `site` starts in ~20 ms; a run whose import-time variables differ
+# from the forking process's is started afresh, as the installed command would be.
+COMMAND = """#!{python} -IS
+import json, os, signal, socket, sys
+
+connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+connection.connect({socket!r})
+request = {{"arguments": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}
+socket.send_fds(connection, [json.dumps(request).encode()], [0, 1, 2])
+reply = json.loads(connection.recv(1024))
+if reply.get("fallback"):
+    os.execv({python!r}, [{python!r}, "-m", "cola_diffusers.cli", *sys.argv[1:]])
+for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(number, lambda number, frame: os.kill(reply["pid"], number))
+code = json.loads(connection.recv(1024))["returncode"]
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
+def command_folder(folder, env: dict) -> str:
+    """
+    Writes `folder/cola-diffusers`, a command that runs `python -m cola_diffusers.cli` as a process forked for `env`
+    (the import-time variables of the scripts that will call it), with the caller's arguments, folder, environment
+    and standard streams; returns `folder`, to put first on `PATH`.
+    """
+    path = os.path.join(folder, "cola-diffusers")
+    with open(path, "w") as file:
+        file.write(COMMAND.format(python=sys.executable, socket=fork_server(dict(env)).socket))
+    os.chmod(path, 0o755)
+    return str(folder)

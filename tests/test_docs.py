@@ -28,8 +28,9 @@ How a block runs:
 - Bash blocks run with `bash -e` (and `pipefail`; every command line must succeed, `a && b` included), each in a
   fresh temporary folder with the repository's `benchmarks/`, `examples/` and `scripts/` scripts, `tests/` (for the
   fixtures) and `src/` (linked), and the inputs the README's commands name: `data/` (benchmark records),
-  `prompts.txt` (two demo prompts) and a tiny `train.json` (with its `corpus.txt`). `SKIP_LINES` leaves single
-  command lines out of a block that otherwise runs (a server among other commands).
+  `prompts.txt` (two demo prompts) and a tiny `train.json` (with its `corpus.txt`). Their `cola-diffusers` runs are
+  processes forked from one that has imported torch and diffusers once (`tests/cli_processes.py`). `SKIP_LINES`
+  leaves single command lines out of a block that otherwise runs (a server among other commands).
 - Every subprocess gets `HF_HUB_OFFLINE=1` and `OMP_NUM_THREADS=1`. Python and bash run two at a time.
 
 `SKIPS` lists the blocks that cannot run here, each with its reason (GPUs, Hub downloads, servers that must keep
@@ -51,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .cli_processes import command_folder
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,12 +281,15 @@ def make_bash_folder(parent: Path) -> Path:
 def run_bash(block: Block, parent: Path) -> Result:
     folder = make_bash_folder(parent)
     script, notes = bash_script(substitute(block.code))
+    env = subprocess_env()
+    (folder / "bin").mkdir()
+    env["PATH"] = command_folder(folder / "bin", env) + os.pathsep + env["PATH"]
     start = time.perf_counter()
     try:
         process = subprocess.run(
             ["bash", "-e", "-c", script],
             cwd=folder,
-            env=subprocess_env(),
+            env=env,
             check=False,
             capture_output=True,
             text=True,
