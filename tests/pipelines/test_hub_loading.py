@@ -14,6 +14,7 @@
 
 """Loading a Hub repo id offline from a locally built Hub cache, in both checkpoint layouts."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,14 +22,39 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from ..conftest import FIXTURE_DIR
 
 
-# Every test loads in a fresh, offline Python process.
+# The repo ids load in one fresh, offline Python process: the Hub cache's folder is read when huggingface_hub is
+# imported.
 pytestmark = pytest.mark.slow
 
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+REPO_IDS = {"official": "cola-test/tiny-cola-dlm", "diffusers": "cola-test/tiny-cola-dlm-diffusers"}
+MISSING = "cola-test/missing"
+GENERATE = {"gen_length": 6, "num_inference_steps": 2}
+
+LOAD = textwrap.dedent(
+    f"""
+    import json, sys, torch
+    from cola_diffusers import ColaDLMPipeline
+
+    loaded = {{}}
+    for layout, repo_id in {REPO_IDS!r}.items():
+        pipe = ColaDLMPipeline.from_pretrained(repo_id)
+        pipe.set_progress_bar_config(disable=True)
+        output = pipe("the river story.", generator=torch.Generator().manual_seed(0), **{GENERATE!r})
+        loaded[layout] = output.sequences.tolist()
+    try:
+        ColaDLMPipeline.from_pretrained({MISSING!r})
+    except Exception as error:
+        loaded["missing"] = f"{{type(error).__name__}}: {{error}}"
+    print(json.dumps(loaded))
+    """
+)
 
 
 def build_hub_cache(cache_dir, repo_id, source_dir):
@@ -39,45 +65,24 @@ def build_hub_cache(cache_dir, repo_id, source_dir):
     shutil.copytree(source_dir, repo_dir / "snapshots" / COMMIT)
 
 
-@pytest.mark.parametrize("layout", ["official", "diffusers"])
-def test_repo_id_loads_offline_from_the_hub_cache(fixture_pipeline, tmp_path, layout):
-    source = FIXTURE_DIR
-    if layout == "diffusers":
-        source = tmp_path / "diffusers_format"
-        fixture_pipeline.save_pretrained(source)
-    cache_dir = tmp_path / "hub"
-    build_hub_cache(cache_dir, "cola-test/tiny-cola-dlm", source)
-
-    script = textwrap.dedent(
-        """
-        import torch
-        from cola_diffusers import ColaDLMPipeline
-
-        pipe = ColaDLMPipeline.from_pretrained("cola-test/tiny-cola-dlm")
-        pipe.set_progress_bar_config(disable=True)
-        output = pipe("the river story.", gen_length=6, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
-        print(output.sequences.tolist())
-        """
-    )
-    environment = {**os.environ, "HF_HUB_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture(scope="module")
+def loaded(fixture_pipeline, tmp_path_factory):
+    """What a process with `HF_HUB_OFFLINE=1` and a Hub cache of both layouts loads from each repo id."""
+    folder = tmp_path_factory.mktemp("hub")
+    fixture_pipeline.save_pretrained(folder / "diffusers_format")
+    build_hub_cache(folder / "hub", REPO_IDS["official"], FIXTURE_DIR)
+    build_hub_cache(folder / "hub", REPO_IDS["diffusers"], folder / "diffusers_format")
+    environment = {**os.environ, "HF_HUB_CACHE": str(folder / "hub"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", LOAD], env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-
-    import torch
-
-    expected = fixture_pipeline(
-        "the river story.", gen_length=6, num_inference_steps=2, generator=torch.Generator().manual_seed(0)
-    )
-    assert result.stdout.strip().splitlines()[-1] == str(expected.sequences.tolist())
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_unknown_repo_id_offline_fails_clearly(tmp_path):
-    script = "from cola_diffusers import ColaDLMPipeline; ColaDLMPipeline.from_pretrained('cola-test/missing')"
-    environment = {**os.environ, "HF_HUB_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode != 0
-    assert "LocalEntryNotFoundError" in result.stderr or "offline" in result.stderr.lower()
+@pytest.mark.parametrize("layout", ["official", "diffusers"])
+def test_repo_id_loads_offline_from_the_hub_cache(fixture_pipeline, loaded, layout):
+    expected = fixture_pipeline("the river story.", generator=torch.Generator().manual_seed(0), **GENERATE)
+    assert loaded[layout] == expected.sequences.tolist()
+
+
+def test_unknown_repo_id_offline_fails_clearly(loaded):
+    assert "LocalEntryNotFoundError" in loaded["missing"] or "offline" in loaded["missing"].lower()
