@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import re
-import subprocess
+import runpy
 import sys
 
 import pytest
@@ -176,34 +176,37 @@ def digest(folder):
     return {path: hashlib.sha256(open(path, "rb").read()).hexdigest() for path in files}
 
 
+def build_demo_model(arguments: list[str], monkeypatch, capsys) -> str:
+    """Runs `python scripts/build_demo_model.py *arguments`, in this process (torch is imported already); its stdout."""
+    monkeypatch.setattr(sys, "argv", ["build_demo_model.py", *arguments])
+    runpy.run_path(os.path.join(REPO_ROOT, "scripts", "build_demo_model.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
 @pytest.mark.slow
-def test_build_demo_model_writes_its_output_not_the_shipped_model(tmp_path):
+def test_build_demo_model_writes_its_output_not_the_shipped_model(tmp_path, monkeypatch, capsys):
     shipped = digest(DEMO_MODEL_PATH)
     work_dir = tmp_path / "demo"
-    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", "build_demo_model.py"), "--work_dir", str(work_dir)]
-    result = subprocess.run(
-        [*command, "--vae-steps", "1", "--prior-steps", "1"], capture_output=True, text=True, timeout=300
+    output = build_demo_model(
+        ["--work_dir", str(work_dir), "--vae-steps", "1", "--prior-steps", "1"], monkeypatch, capsys
     )
-    assert result.returncode == 0, result.stderr
     assert digest(DEMO_MODEL_PATH) == shipped
     tokenizer_config = json.loads((work_dir / "model" / "tokenizer" / "tokenizer_config.json").read_text())
     assert tokenizer_config["model_max_length"] == 128
-    assert f"Wrote the demo model to {work_dir / 'model'}" in result.stdout
+    assert f"Wrote the demo model to {work_dir / 'model'}" in output
 
 
 @pytest.mark.slow
-def test_build_demo_model_distils_into_its_output_not_the_shipped_student(tmp_path):
+def test_build_demo_model_distils_into_its_output_not_the_shipped_student(tmp_path, monkeypatch, capsys):
     shipped = digest(DEMO_FAST_MODEL_PATH)
     work_dir = tmp_path / "demo"
-    command = [sys.executable, os.path.join(REPO_ROOT, "scripts", "build_demo_model.py"), "--work-dir", str(work_dir)]
-    options = ["--distill", "--distill-steps", "2", "--distill-prompts", "8"]
-    result = subprocess.run([*command, *options], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    options = ["--work-dir", str(work_dir), "--distill", "--distill-steps", "2", "--distill-prompts", "8"]
+    output = build_demo_model(options, monkeypatch, capsys)
     assert digest(DEMO_FAST_MODEL_PATH) == shipped
     model_index = json.loads((work_dir / "model-fast" / "model_index.json").read_text())
     assert (model_index["default_num_inference_steps"], model_index["default_guidance_scale"]) == (1, 1.0)
     assert len((work_dir / "prompts.txt").read_text().splitlines()) == 8
-    assert f"Wrote the demo model to {work_dir / 'model-fast'}" in result.stdout
+    assert f"Wrote the demo model to {work_dir / 'model-fast'}" in output
 
 
 def test_a_preset_gives_the_official_settings_and_the_config_wins(tmp_path):
