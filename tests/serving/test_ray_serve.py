@@ -127,15 +127,18 @@ def replica_of(client: openai.OpenAI) -> str:
     return response.headers["x-replica-id"]
 
 
-def answering_replicas(client: openai.OpenAI, count: int, seconds: float = 180) -> Counter:
-    """Sends completions, 4 at a time, until `count` replicas have answered; every one must succeed."""
+def answering_replicas(client: openai.OpenAI, count: int, seconds: float = 300) -> Counter:
+    """
+    Sends 4 completions at a time, once a second, until `count` replicas have answered; every one must succeed. The
+    pauses leave the CPU to a replica that is starting.
+    """
     answered = Counter()
     deadline = time.monotonic() + seconds
     with ThreadPoolExecutor(4) as pool:
         while len(answered) < count:
             assert time.monotonic() < deadline, f"only {dict(answered)} answered"
-            answered.update(pool.map(lambda _: replica_of(client), range(8)))
-            time.sleep(0.2)
+            answered.update(pool.map(lambda _: replica_of(client), range(4)))
+            time.sleep(1)
     return answered
 
 
