@@ -43,6 +43,32 @@ from cola_diffusers.loaders.tokenizer import load_tokenizer
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# The modules that take a minute or more, longest first. They run first, so that with `-n 2 --dist loadfile` (which
+# hands whole modules out in collection order) the two processes end close together instead of one waiting on Ray.
+LONGEST_FIRST = [
+    "test_ray_serve.py",
+    "test_compile.py",
+    "test_docs.py",
+    "test_evaluation.py",
+    "test_distillation.py",
+    "test_cli.py",
+    "test_checkpoints.py",
+    "test_lm_eval.py",
+    "test_training.py",
+    "test_sft.py",
+]
+
+
+def pytest_configure(config):
+    # pytest-xdist would otherwise hand out the modules with the most tests first.
+    if config.pluginmanager.hasplugin("xdist"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's tests stay in order
+
 
 # The one place the tests find the repository and `tests/fixtures/` from, whatever subfolder a test module is in.
 REPO_ROOT = Path(__file__).parent.parent
