@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,8 @@ IMPORT_TIME_VARIABLES = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|DIFFUSERS_
 
 # The forking process: imports what the CLI's commands import, then forks one child per request line (JSON) on its
 # stdin and reports on its stdout each child's pid, then its exit status (negative: the signal that ended it). It also
-# forks one child per message on the Unix socket `argv[1]`, a request with the sender's stdin, stdout and stderr, and
+# forks one child per message on the listening Unix socket of fd `argv[1]`, a request with the sender's stdin, stdout
+# and stderr, and
 # answers on that connection with the pid, then the exit status; or with `fallback` when the request's import-time
 # variables (those `argv[2]` matches) differ from its own.
 SERVER = r"""
@@ -57,9 +59,7 @@ requests, events = os.dup(0), os.dup(1)
 null = os.open(os.devnull, os.O_RDWR)
 os.dup2(null, 0)
 os.dup2(null, 1)
-listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-listener.bind(sys.argv[1])
-listener.listen(64)
+listener = socket.socket(fileno=int(sys.argv[1]))
 
 def import_time(environment):
     return {name: value for name, value in environment.items() if re.match(sys.argv[2], name)}
@@ -175,14 +175,20 @@ class ForkServer:
     def __init__(self, environment: dict):
         # Its own stderr (what goes wrong in the server itself, not in a run) goes to a file of its own.
         self.log = tempfile.NamedTemporaryFile(prefix="cli-fork-server-", suffix=".log", delete=False)
+        # Listening before the process starts: a command may connect while it is still importing.
         self.socket = os.path.join(tempfile.mkdtemp(prefix="cli-fork-server-"), "socket")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(self.socket)
+        listener.listen(64)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, self.socket, IMPORT_TIME_VARIABLES.pattern],
+            [sys.executable, "-c", SERVER, str(listener.fileno()), IMPORT_TIME_VARIABLES.pattern],
+            pass_fds=[listener.fileno()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
             env=environment,
         )
+        listener.close()  # the forking process has its own
         self.ids = itertools.count()
         self.lock = threading.Lock()
         self.runs = {}

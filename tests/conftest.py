@@ -18,8 +18,12 @@ import os
 # One thread per process unless OMP_NUM_THREADS says otherwise: the suite's tensors are tiny, and on a busy machine
 # more threads than free cores make it several times slower. Set before torch is imported; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No test reaches the network: the Hub is offline unless a test says otherwise, and the command-line runs that do not
+# change it share one forking process (`tests/cli_processes.py`).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json  # noqa: E402
+import runpy  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -105,6 +109,19 @@ CPU_LAUNCH = [
     "--dynamo_backend",
     "no",
 ]
+
+
+def run_script(name: str, arguments: list, monkeypatch) -> int:
+    """
+    Runs `python scripts/{name} *arguments` in this process, as its `__main__` (torch and diffusers are imported
+    already: a fresh interpreter would spend seconds on them); its exit status. Its output goes to `capsys`.
+    """
+    monkeypatch.setattr(sys, "argv", [name, *map(str, arguments)])
+    try:
+        runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name="__main__")
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 1
+    return 0
 
 
 def can_mount() -> bool:

@@ -54,6 +54,7 @@ from pathlib import Path
 import pytest
 
 from .cli_processes import command_folder
+from .conftest import run_script
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -449,12 +450,11 @@ def test_runner_fails_on_a_renamed_argument(runs):
     assert "unrecognized arguments: --num-steps" in results[2].detail and "reached" not in results[2].detail
 
 
-def test_conversion_script_refuses_a_folder_that_is_not_empty(tmp_path):
+def test_conversion_script_refuses_a_folder_that_is_not_empty(tmp_path, monkeypatch, capsys):
     """`scripts/convert_cola_dlm_to_diffusers.py` (in the docs beside `cola-diffusers convert`) keeps what is there."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
-    script = REPO / "scripts" / "convert_cola_dlm_to_diffusers.py"
-    command = [sys.executable, str(script), "--checkpoint_path", str(FIXTURE), "--output_path", str(tmp_path / "out")]
-    refused = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120, env=subprocess_env())
-    assert refused.returncode == 2 and "is not empty; pass --overwrite" in refused.stderr
+    arguments = ["--checkpoint_path", FIXTURE, "--output_path", tmp_path / "out"]
+    assert run_script("convert_cola_dlm_to_diffusers.py", arguments, monkeypatch) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / "out")) == ["keep.txt"]

@@ -17,8 +17,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from cola_diffusers import ColaDLMPipeline
 from cola_diffusers.loaders.official_checkpoint import load_official_transformer, load_official_vae
 
-from ..conftest import FIXTURE_DIR, REPO_ROOT
+from ..conftest import FIXTURE_DIR, run_script
 
 
 @pytest.fixture
@@ -126,20 +124,10 @@ def test_missing_file_in_diffusers_format(fixture_pipeline, tmp_path):
 
 
 @pytest.mark.slow
-def test_conversion_script_writes_a_loadable_pipeline(tmp_path):
+def test_conversion_script_writes_a_loadable_pipeline(tmp_path, monkeypatch, capsys):
     output = tmp_path / "converted"
-    script = os.path.join(REPO_ROOT, "scripts", "convert_cola_dlm_to_diffusers.py")
-    command = [
-        sys.executable,
-        script,
-        "--checkpoint_path",
-        FIXTURE_DIR,
-        "--output_path",
-        str(output),
-        "--dtype",
-        "bf16",
-    ]
-    subprocess.run(command, check=True, capture_output=True)
+    arguments = ["--checkpoint_path", FIXTURE_DIR, "--output_path", output, "--dtype", "bf16"]
+    assert run_script("convert_cola_dlm_to_diffusers.py", arguments, monkeypatch) == 0
     assert json.loads((output / "model_index.json").read_text())["_class_name"] == "ColaDLMPipeline"
     stored = load_file(output / "transformer" / "diffusion_pytorch_model.safetensors")
     assert stored["proj_in.weight"].dtype == torch.bfloat16
@@ -147,13 +135,10 @@ def test_conversion_script_writes_a_loadable_pipeline(tmp_path):
     pipe = ColaDLMPipeline.from_pretrained(output, dtype=torch.bfloat16)
     assert pipe.transformer.dtype == torch.bfloat16
 
-    not_official = subprocess.run(
-        [sys.executable, script, "--checkpoint_path", str(output), "--output_path", str(tmp_path / "again")],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    assert not_official.returncode == 2 and "is not in the official layout" in not_official.stderr
+    capsys.readouterr()
+    arguments = ["--checkpoint_path", output, "--output_path", tmp_path / "again"]
+    assert run_script("convert_cola_dlm_to_diffusers.py", arguments, monkeypatch) == 2
+    assert "is not in the official layout" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

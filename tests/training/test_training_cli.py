@@ -20,8 +20,6 @@ import json
 import logging
 import os
 import re
-import runpy
-import sys
 
 import pytest
 import torch
@@ -32,7 +30,7 @@ from cola_diffusers.training import trainer as trainer_module
 from cola_diffusers.training.settings_table import settings_table
 
 from ..cli_processes import start_cli
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, run_script
 
 
 EXAMPLES = os.path.join(REPO_ROOT, "examples")
@@ -176,20 +174,13 @@ def digest(folder):
     return {path: hashlib.sha256(open(path, "rb").read()).hexdigest() for path in files}
 
 
-def build_demo_model(arguments: list[str], monkeypatch, capsys) -> str:
-    """Runs `python scripts/build_demo_model.py *arguments`, in this process (torch is imported already); its stdout."""
-    monkeypatch.setattr(sys, "argv", ["build_demo_model.py", *arguments])
-    runpy.run_path(os.path.join(REPO_ROOT, "scripts", "build_demo_model.py"), run_name="__main__")
-    return capsys.readouterr().out
-
-
 @pytest.mark.slow
 def test_build_demo_model_writes_its_output_not_the_shipped_model(tmp_path, monkeypatch, capsys):
     shipped = digest(DEMO_MODEL_PATH)
     work_dir = tmp_path / "demo"
-    output = build_demo_model(
-        ["--work_dir", str(work_dir), "--vae-steps", "1", "--prior-steps", "1"], monkeypatch, capsys
-    )
+    arguments = ["--work_dir", work_dir, "--vae-steps", "1", "--prior-steps", "1"]
+    assert run_script("build_demo_model.py", arguments, monkeypatch) == 0
+    output = capsys.readouterr().out
     assert digest(DEMO_MODEL_PATH) == shipped
     tokenizer_config = json.loads((work_dir / "model" / "tokenizer" / "tokenizer_config.json").read_text())
     assert tokenizer_config["model_max_length"] == 128
@@ -200,8 +191,9 @@ def test_build_demo_model_writes_its_output_not_the_shipped_model(tmp_path, monk
 def test_build_demo_model_distils_into_its_output_not_the_shipped_student(tmp_path, monkeypatch, capsys):
     shipped = digest(DEMO_FAST_MODEL_PATH)
     work_dir = tmp_path / "demo"
-    options = ["--work-dir", str(work_dir), "--distill", "--distill-steps", "2", "--distill-prompts", "8"]
-    output = build_demo_model(options, monkeypatch, capsys)
+    arguments = ["--work-dir", work_dir, "--distill", "--distill-steps", "2", "--distill-prompts", "8"]
+    assert run_script("build_demo_model.py", arguments, monkeypatch) == 0
+    output = capsys.readouterr().out
     assert digest(DEMO_FAST_MODEL_PATH) == shipped
     model_index = json.loads((work_dir / "model-fast" / "model_index.json").read_text())
     assert (model_index["default_num_inference_steps"], model_index["default_guidance_scale"]) == (1, 1.0)
