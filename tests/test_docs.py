@@ -34,7 +34,7 @@ How a block runs:
 - Every subprocess gets `HF_HUB_OFFLINE=1` and `OMP_NUM_THREADS=1`. Python and bash run two at a time.
 
 `SKIPS` lists the blocks that cannot run here, each with its reason (GPUs, Hub downloads, servers that must keep
-running, installs, long benchmarks), by a short substring unique to the block. The test prints which blocks ran and
+running, installs, long benchmarks), or that another test runs and checks, by a short substring unique to the block. The test prints which blocks ran and
 which were skipped, and requires at least `MIN_BLOCKS_RUN` to have run.
 """
 
@@ -84,7 +84,11 @@ SKIPS = [
     ("pip install", "installs packages: needs the network and changes the environment"),
     ("python -m pytest tests", "runs the whole test suite, this test included"),
     ("accelerate launch --num_processes 8", "8 GPUs"),
-    ("accelerate launch --num_processes 2 examples", "2 GPUs (the CPU form of the same command runs)"),
+    ("accelerate launch --num_processes 2 examples", "2 GPUs (tests/pipelines/test_distributed.py runs its CPU form)"),
+    (
+        "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 examples",
+        "tests/pipelines/test_distributed.py runs this command and checks its output against one pipeline call",
+    ),
     ("--config_file fsdp.yaml", "FSDP: accelerate needs GPUs for it"),
     ("--configs release --device cuda", "a GPU, and the default benchmark runs for over 10 minutes on 2 cores"),
     (

@@ -23,8 +23,6 @@ import importlib.util
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +36,7 @@ import yaml
 from cola_diffusers.cli import main
 from cola_diffusers.cli.replicas import build_app
 
+from ..cli_processes import CliProcess, start_cli
 from ..conftest import REPO_ROOT
 
 
@@ -62,54 +61,55 @@ REQUESTS = [
 
 @dataclasses.dataclass
 class Server:
-    process: subprocess.Popen
+    process: CliProcess
     url: str
-    log: Path
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=KEY, max_retries=0, timeout=60)
 
+    def log(self) -> str:
+        """What the server has printed so far (kept in files: Ray writes more than a pipe holds)."""
+        paths = (self.process.request["stdout"], self.process.request["stderr"])
+        return "".join(Path(path).read_text(errors="replace") for path in paths)[-5000:]
 
-def start_server(flags: list[str], log: Path) -> Server:
-    """`cola-diffusers serve` with `flags` on a free port, its output in `log` (Ray writes more than a pipe holds)."""
+
+def start_server(flags: list[str]) -> Server:
+    """`cola-diffusers serve` with `flags` on a free port, as a process forked with torch already imported."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "cola_diffusers.cli", "serve", *flags, "--port", str(port)]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, env=ENVIRONMENT, stdout=output, stderr=subprocess.STDOUT)
-    return Server(process, f"http://127.0.0.1:{port}", log)
+    process = start_cli(["serve", *flags, "--port", str(port)], env=ENVIRONMENT)
+    return Server(process, f"http://127.0.0.1:{port}")
 
 
 def wait_until_healthy(server: Server, seconds: float = 300):
     """Waits until `GET /health` answers 200 (Ray Serve's proxy answers before the app is deployed)."""
     deadline = time.monotonic() + seconds
     while True:
-        assert server.process.poll() is None, server.log.read_text()[-5000:]
+        assert server.process.poll() is None, server.log()
         try:
             if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
-        assert time.monotonic() < deadline, "the server did not start: " + server.log.read_text()[-5000:]
+        assert time.monotonic() < deadline, "the server did not start: " + server.log()
         time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers():
     """The single-process server and two replicas on a local Ray, started together, with the same flags."""
-    folder = tmp_path_factory.mktemp("ray_serve")
-    single = start_server(FLAGS, folder / "single.log")
-    replicas = start_server([*FLAGS, "--replicas", "2"], folder / "replicas.log")
+    single, replicas = start_server(FLAGS), start_server([*FLAGS, "--replicas", "2"])
     try:
         for server in (single, replicas):
             wait_until_healthy(server)
         yield single, replicas
     finally:
         for server in (single, replicas):
-            server.process.terminate()
+            server.process.send_signal(signal.SIGTERM)
         for server in (single, replicas):
             server.process.wait(timeout=60)
+            server.process.output()
 
 
 def answers(client: openai.OpenAI, request: dict, stream: bool = False) -> list[dict]:
