@@ -415,7 +415,7 @@ def test_a_tiny_sft_run_answers_its_conversations_through_messages(tmp_path):
         max_length=32,
         batch_size=8,
         learning_rate=3e-3,
-        max_steps=600,
+        max_steps=300,  # answers all 8 here; the test needs 6
         sample_posterior=False,
     )
     train(config)
