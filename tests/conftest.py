@@ -94,7 +94,9 @@ ADAPTER_EXAMPLE = {
     "stream": False,
 }
 
-# Two gloo processes on the CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU=1.
+# Two gloo processes on the CPU: accelerate's multi-process launcher (torchrun) with ACCELERATE_USE_CPU=1. Port 0: a
+# free rendezvous port of its own. On torchrun's default port, two launches from the two test processes of `-n 2` can
+# both find it free while their workers import, and then hang on each other's rendezvous.
 CPU_LAUNCH = [
     sys.executable,
     "-m",
@@ -108,6 +110,8 @@ CPU_LAUNCH = [
     "no",
     "--dynamo_backend",
     "no",
+    "--main_process_port",
+    "0",
 ]
 
 
