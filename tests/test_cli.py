@@ -175,13 +175,10 @@ def test_generate_loads_bfloat16_weights(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["token_ids"]) >= 1
-    code = (
-        "from cola_diffusers.cli import build_parser, load_pipeline\n"
-        f"args = build_parser().parse_args(['generate', 'x', '--model', {FIXTURE_DIR!r}, '--dtype', 'bfloat16'])\n"
-        "pipe = load_pipeline(args)\nprint(pipe.transformer.dtype, pipe.vae.dtype)"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert loaded.stdout.split() == ["torch.bfloat16", "torch.bfloat16"]
+    from cola_diffusers.cli import build_parser, load_pipeline
+
+    pipe = load_pipeline(build_parser().parse_args(["generate", "x", "--model", FIXTURE_DIR, "--dtype", "bfloat16"]))
+    assert (pipe.transformer.dtype, pipe.vae.dtype) == (torch.bfloat16, torch.bfloat16)
 
 
 @pytest.mark.slow
