@@ -48,10 +48,10 @@ IMPORT_TIME_VARIABLES = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|DIFFUSERS_
 
 # The forking process: imports what the CLI's commands import, then forks one child per request line (JSON) on its
 # stdin and reports on its stdout each child's pid, then its exit status (negative: the signal that ended it). It also
-# forks one child per message on the listening Unix socket of fd `argv[1]`, a request with the sender's stdin, stdout
-# and stderr, and
-# answers on that connection with the pid, then the exit status; or with `fallback` when the request's import-time
-# variables (those `argv[2]` matches) differ from its own.
+# forks one child per message on the listening Unix socket of fd `argv[1]` (a request, with the sender's stdin, stdout
+# and stderr) and answers on that connection with the pid, then the exit status; or with `fallback` when the
+# request's import-time variables (those `argv[2]` matches) differ from its own. `children` maps a child's pid to its
+# request id or to its connection.
 SERVER = r"""
 import atexit, json, os, re, runpy, select, socket, sys, threading, traceback
 
@@ -136,12 +136,12 @@ def serve_connection():
         os.close(stream)
 
 def ended(pid, returncode):
-    run_id = children.pop(pid)
-    if isinstance(run_id, socket.socket):
-        run_id.send(json.dumps({"returncode": returncode}).encode())
-        run_id.close()
+    waiting = children.pop(pid)
+    if isinstance(waiting, socket.socket):
+        waiting.send(json.dumps({"returncode": returncode}).encode())
+        waiting.close()
     else:
-        report(id=run_id, returncode=returncode)
+        report(id=waiting, returncode=returncode)
 
 children, pending = {}, b""
 while True:

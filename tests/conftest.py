@@ -124,7 +124,8 @@ def run_script(name: str, arguments: list, monkeypatch) -> int:
     try:
         runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name="__main__")
     except SystemExit as exit:
-        return exit.code if isinstance(exit.code, int) else 1
+        # As the interpreter exits: `sys.exit()` is 0, `sys.exit("message")` 1.
+        return exit.code or 0 if exit.code is None or isinstance(exit.code, int) else 1
     return 0
 
 

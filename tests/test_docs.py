@@ -34,8 +34,8 @@ How a block runs:
 - Every subprocess gets `HF_HUB_OFFLINE=1` and `OMP_NUM_THREADS=1`. Python and bash run two at a time.
 
 `SKIPS` lists the blocks that cannot run here, each with its reason (GPUs, Hub downloads, servers that must keep
-running, installs, long benchmarks), or that another test runs and checks, by a short substring unique to the block. The test prints which blocks ran and
-which were skipped, and requires at least `MIN_BLOCKS_RUN` to have run.
+running, installs, long benchmarks), or that another test runs and checks, by a short substring unique to the block.
+The test prints which blocks ran and which were skipped, and requires at least `MIN_BLOCKS_RUN` to have run.
 """
 
 import json
