@@ -153,6 +153,8 @@ TRAIN_CONFIG = {
     "output_dir": "runs/vae",
     "tokenizer_file": str(FIXTURE / "tokenizer.json"),
     "vae_config": {"latent_dim": 8, "hidden_size": 32, "num_attention_heads": 2, "ffn_dim": 64, "block_size": 4},
+    # A new DiT is built at the release's size (1.3B parameters, 5.4 GB saved) unless the config says otherwise.
+    "transformer_config": {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 16, "rope_dim": 8},
     "max_length": 16,
     "block_sizes": [4],
     "batch_size": 4,
