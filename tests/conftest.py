@@ -198,9 +198,9 @@ MID_TRANSFORMER = {"in_channels": 16, "num_layers": 4, "num_attention_heads": 4,
 MID_VAE = {"latent_dim": 16, "hidden_size": 256, "num_attention_heads": 4, "ffn_dim": 1024, "encoder_num_blocks": 2}
 
 
-def make_mid_pipeline(seed: int = 0) -> ColaDLMPipeline:
-    """The `mid` benchmark model, randomly initialised, with blocks of 16 latents."""
-    transformer_kwargs = {**MID_TRANSFORMER, "rope_dim": 48, "block_size": 16}
+def make_mid_pipeline(seed: int = 0, num_layers: int = MID_TRANSFORMER["num_layers"]) -> ColaDLMPipeline:
+    """The `mid` benchmark model (or its first `num_layers` DiT layers), randomly initialised, with blocks of 16."""
+    transformer_kwargs = {**MID_TRANSFORMER, "num_layers": num_layers, "rope_dim": 48, "block_size": 16}
     return make_tiny_pipeline(seed, transformer_kwargs, {**MID_VAE, "block_size": 16})
 
 
