@@ -17,7 +17,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from .cli_processes import run_cli
 from .conftest import (
     ADAPTER_EXAMPLE,
     FIXTURE_DIR,
+    free_port,
     make_chat_pipeline,
     make_tiny_pipeline,
     save_distilled_checkpoint,
@@ -46,12 +46,6 @@ ENVIRONMENT = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 def run(*arguments, env=None, cwd=None):
     return run_cli(arguments, env={**ENVIRONMENT, **(env or {})}, cwd=cwd)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_help_and_argument_errors_import_no_heavy_module():

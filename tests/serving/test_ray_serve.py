@@ -13,16 +13,18 @@
 # limitations under the License.
 
 """
-`cola-diffusers serve --replicas 2` on a local Ray, on the CPU: the OpenAI client gets the answers of the
-single-process server (which never imports Ray), requests spread over both replicas, and a replica killed with
-SIGKILL comes back. Also the `serve run` config of `examples/` and its arguments.
+`cola-diffusers serve --replicas 2 --address HOST:PORT` on a Ray head started with `ray start`, on the CPU: the OpenAI
+client gets the answers of the single-process server (which never imports Ray), requests spread over both replicas,
+and a replica killed with SIGKILL comes back. Also the `serve run` config of `examples/` and its arguments.
 """
 
 import dataclasses
 import importlib.util
 import os
+import secrets
 import signal
-import socket
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +39,7 @@ from cola_diffusers.cli import main
 from cola_diffusers.cli.replicas import build_app
 
 from ..cli_processes import CliProcess, start_cli
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, free_port
 
 
 # Ray itself is imported only by the tests that use it (slow ones): the others check flags and arguments before it.
@@ -73,12 +75,10 @@ class Server:
         return "".join(Path(path).read_text(errors="replace") for path in paths)[-5000:]
 
 
-def start_server(flags: list[str]) -> Server:
+def start_server(flags: list[str], environment: dict = ENVIRONMENT) -> Server:
     """`cola-diffusers serve` with `flags` on a free port, as a process forked with torch already imported."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = start_cli(["serve", *flags, "--port", str(port)], env=ENVIRONMENT)
+    port = free_port()
+    process = start_cli(["serve", *flags, "--port", str(port)], env=environment)
     return Server(process, f"http://127.0.0.1:{port}")
 
 
@@ -96,10 +96,45 @@ def wait_until_healthy(server: Server, seconds: float = 300):
         time.sleep(0.5)
 
 
+@dataclasses.dataclass
+class RayHead:
+    address: str
+    process: subprocess.Popen
+    environment: dict  # with the cluster's token, as `RAY_AUTH_TOKEN`
+
+
 @pytest.fixture(scope="module")
-def servers():
-    """The single-process server and two replicas on a local Ray, started together, with the same flags."""
-    single, replicas = start_server(FLAGS), start_server([*FLAGS, "--replicas", "2"])
+def ray_head(tmp_path_factory):
+    """
+    A Ray of the module's own, started as an operator starts one (`ray start --head --block`), with a token of its own
+    and without the dashboard, which no test reads. Its raylet and workers descend from its process; Ctrl-C stops it.
+    """
+    log, port = tmp_path_factory.mktemp("ray") / "ray_start.log", free_port()
+    environment = {**ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    command = ["start", "--head", "--block", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats"]
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", *command],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started." not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield RayHead(f"127.0.0.1:{port}", process, environment)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def servers(ray_head):
+    """The single-process server and two replicas on the module's Ray, started together, with the same flags."""
+    single = start_server(FLAGS)
+    replicas = start_server([*FLAGS, "--replicas", "2", "--address", ray_head.address], ray_head.environment)
     try:
         for server in (single, replicas):
             wait_until_healthy(server)
@@ -192,10 +227,10 @@ def test_requests_spread_over_both_replicas(servers):
 
 
 @pytest.mark.slow
-def test_a_replica_killed_with_sigkill_comes_back(servers):
-    client, process = servers[1].client(), servers[1].process
+def test_a_replica_killed_with_sigkill_comes_back(servers, ray_head):
+    client = servers[1].client()
     before = set(answering_replicas(client, count=2))
-    pids = replica_pids(process.pid)
+    pids = replica_pids(ray_head.process.pid)
     assert len(pids) == 2, pids
     killed = min(pids)
     os.kill(killed, signal.SIGKILL)
@@ -203,7 +238,7 @@ def test_a_replica_killed_with_sigkill_comes_back(servers):
     after = set(answering_replicas(client, count=2))
     print(f"replica process {killed} killed; a new replica answered after {time.monotonic() - started:.1f} s")
     assert len(after & before) == 1 and len(after - before) == 1, (before, after)
-    pids_after = replica_pids(process.pid)
+    pids_after = replica_pids(ray_head.process.pid)
     assert len(pids_after) == 2 and killed not in pids_after
     assert {replica_of(client) for _ in range(8)} <= after
 
