@@ -107,7 +107,8 @@ class RayHead:
 def ray_head(tmp_path_factory):
     """
     A Ray of the module's own, started as an operator starts one (`ray start --head --block`), with a token of its own
-    and without the dashboard, which no test reads. Its raylet and workers descend from its process; Ctrl-C stops it.
+    and without the dashboard, which no test reads. Its raylet and workers descend from its process, in a process
+    group of their own that the fixture kills at the end.
     """
     log, port = tmp_path_factory.mktemp("ray") / "ray_start.log", free_port()
     environment = {**ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
@@ -118,6 +119,7 @@ def ray_head(tmp_path_factory):
             stdout=output,
             stderr=subprocess.STDOUT,
             env=environment,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120
@@ -126,8 +128,8 @@ def ray_head(tmp_path_factory):
             time.sleep(0.2)
         yield RayHead(f"127.0.0.1:{port}", process, environment)
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @pytest.fixture(scope="module")
