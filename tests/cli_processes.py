@@ -19,13 +19,14 @@ already imported torch, diffusers, transformers and accelerate.
 A run is a real process: its own exit status, stdout and stderr, working folder and environment, and it can be
 killed at any moment (SIGKILL in the crash tests). It runs the CLI's `__main__` as `python -m` does, and ends as an
 interpreter does (non-daemon threads joined, `atexit` handlers run, streams flushed). What it shares with the other
-runs is the ~5 s of CPU those imports take, paid once per test session instead of once per run.
+runs is the ~10 s of CPU those imports take (on a 2-core test machine), paid once per test session instead of once
+per run.
 
 What a fresh interpreter adds is not covered here: the CLI's own imports at start-up (`tests/test_cli.py` checks that
 argument errors and bad input import no heavy module), output printed while importing, and environment variables the
-libraries read when imported. Those variables (`HF_*`, `TRANSFORMERS_*`, `OMP_*`, ...) therefore pick the forking
-process: runs that differ in them get one each. Tests of start-up itself, of `accelerate launch` and of servers start
-their processes afresh.
+libraries read when imported. Those variables (`HF_*`, `TRANSFORMERS_*`, `OMP_*`, `TQDM_*`, ...) therefore pick the
+forking process: runs that differ in them get one each. Tests of start-up itself, of `accelerate launch` and of the
+servers' start-up start their processes afresh.
 
 `command_folder` writes a `cola-diffusers` command that runs the same way, for shell scripts (the docs' bash blocks):
 it hands its arguments, working folder, environment and standard streams to the forking process over a Unix socket,
@@ -43,8 +44,10 @@ import tempfile
 import threading
 
 
-# Read by torch, huggingface_hub, transformers, diffusers or tokenizers when imported.
-IMPORT_TIME_VARIABLES = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|DIFFUSERS_|TOKENIZERS_|TORCH|OMP_|MKL_|PYTHON)")
+# Read by torch, huggingface_hub, transformers, diffusers, tokenizers or tqdm (its bars' defaults) when imported.
+IMPORT_TIME_VARIABLES = re.compile(
+    r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|DIFFUSERS_|TOKENIZERS_|TORCH|OMP_|MKL_|PYTHON|TQDM_)"
+)
 
 # The forking process: imports what the CLI's commands import, then forks one child per request line (JSON) on its
 # stdin and reports on its stdout each child's pid, then its exit status (negative: the signal that ended it). It also

@@ -232,8 +232,8 @@ def substitute(code: str) -> str:
 
 def subprocess_env() -> dict:
     """
-    Offline (`HF_HUB_OFFLINE` covers transformers and datasets too), one thread, no progress bars, this venv's commands
-    first. The other tests' command-line runs set the same import-time variables, so they share one forking process.
+    Offline (`HF_HUB_OFFLINE` covers transformers and datasets too), one thread, this venv's commands first. The other
+    tests' command-line runs set the same import-time variables, so they share one forking process.
     """
     bin_dir = os.path.dirname(sys.executable)
     return {
@@ -241,7 +241,6 @@ def subprocess_env() -> dict:
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),  # cola-diffusers, accelerate, python of this venv
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
-        "TQDM_DISABLE": "1",
     }
 
 

@@ -22,9 +22,11 @@ import dataclasses
 import importlib.util
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -108,11 +110,14 @@ def ray_head(tmp_path_factory):
     """
     A Ray of the module's own, started as an operator starts one (`ray start --head --block`), with a token of its own
     and without the dashboard, which no test reads. Its raylet and workers descend from its process, in a process
-    group of their own that the fixture kills at the end.
+    group of their own that the fixture kills at the end. Its files (and the record of the latest cluster, which a
+    plain `ray.init()` would join) are in a folder of its own, removed with it.
     """
     log, port = tmp_path_factory.mktemp("ray") / "ray_start.log", free_port()
     environment = {**ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    command = ["start", "--head", "--block", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats"]
+    folder = tempfile.mkdtemp(prefix="ray-")  # short: Ray's Unix sockets live under it
+    command = ["start", "--head", "--block", f"--port={port}", f"--temp-dir={folder}"]
+    command += ["--include-dashboard=false", "--disable-usage-stats"]
     with open(log, "w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", *command],
@@ -130,6 +135,7 @@ def ray_head(tmp_path_factory):
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
