@@ -133,7 +133,9 @@ def run_script(name: str, arguments: list, monkeypatch) -> int:
         runpy.run_path(str(REPO_ROOT / "scripts" / name), run_name="__main__")
     except SystemExit as exit:
         # As the interpreter exits: `sys.exit()` is 0, `sys.exit("message")` 1.
-        return exit.code or 0 if exit.code is None or isinstance(exit.code, int) else 1
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        return 1
     return 0
 
 

@@ -139,8 +139,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_records(tmp_path):
 def test_two_processes_give_the_records_of_one(tmp_path):
     tasks = ("obqa", "squad")  # a multiple-choice task and a free-text one, on the official layout
     arguments = ["--model", FIXTURE_DIR, "--tasks", ",".join(tasks), "--data", INPUTS_DIR, "--limit", "6"]
-    arguments += ["--seeds", "2"]
-    arguments += ["--batch-size", "2", "--steps", "4", "--gen-length", "6"]
+    arguments += ["--seeds", "2", "--batch-size", "2", "--steps", "4", "--gen-length", "6"]
     eval_run(*arguments, "--output", str(tmp_path / "one"))
     subprocess.run(
         [*CPU_LAUNCH, "-m", "cola_diffusers.cli", "eval", "run", *arguments, "--output", str(tmp_path / "two")],

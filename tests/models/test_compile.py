@@ -20,7 +20,7 @@ from torch._dynamo.utils import counters
 
 from cola_diffusers import ColaDLMPipeline
 
-from ..conftest import PROMPTS, REFERENCE_DIRS, make_mid_pipeline, make_tiny_pipeline, prompt_of
+from ..conftest import MID_TRANSFORMER, PROMPTS, REFERENCE_DIRS, make_mid_pipeline, make_tiny_pipeline, prompt_of
 
 
 # Tracing with dynamo takes seconds.
@@ -73,7 +73,8 @@ def test_compile_holds_on_every_request_shape(whole_model):
     counters.clear()
     # The whole model traces every layer of every pass again (dynamo without a backend's build): two layers and half
     # the requests show it holds.
-    compiled, eager = (make_mid_pipeline(num_layers=2 if whole_model else 4) for _ in range(2))
+    num_layers = 2 if whole_model else MID_TRANSFORMER["num_layers"]
+    compiled, eager = (make_mid_pipeline(num_layers=num_layers) for _ in range(2))
     if whole_model:
         compiled.transformer = torch.compile(compiled.transformer, backend="eager")
     else:

@@ -106,16 +106,16 @@ class RayHead:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
+def ray_head():
     """
     A Ray of the module's own, started as an operator starts one (`ray start --head --block`), with a token of its own
     and without the dashboard, which no test reads. Its raylet and workers descend from its process, in a process
     group of their own that the fixture kills at the end. Its files (and the record of the latest cluster, which a
-    plain `ray.init()` would join) are in a folder of its own, removed with it.
+    plain `ray.init()` would join) are in a folder of its own, its output too, removed with it.
     """
-    log, port = tmp_path_factory.mktemp("ray") / "ray_start.log", free_port()
-    environment = {**ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     folder = tempfile.mkdtemp(prefix="ray-")  # short: Ray's Unix sockets live under it
+    log, port = Path(folder) / "ray_start.log", free_port()
+    environment = {**ENVIRONMENT, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     command = ["start", "--head", "--block", f"--port={port}", f"--temp-dir={folder}"]
     command += ["--include-dashboard=false", "--disable-usage-stats"]
     with open(log, "w") as output:
